@@ -1,0 +1,413 @@
+"""PP-LCNet model family (PaddleClas `PPLCNet`) for Keras 3.
+
+Reference:
+- [PP-LCNet: A Lightweight CPU Convolutional Neural Network](
+    https://arxiv.org/abs/2109.15099) (Cui et al., 2021)
+- PaddleClas `ppcls/arch/backbone/legendary_models/pp_lcnet.py` (Apache-2.0)
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+from keras_lcnet.layers import HardSwish, SqueezeExcite
+
+# Per-block `(kernel, in_channels, out_channels, stride, use_se)` before width
+# scaling, as PaddleClas' NET_CONFIG. The first stride of blocks3..6 can be
+# overridden with `stride_list`.
+BLOCKS: dict[str, tuple[tuple[int, int, int, int, bool], ...]] = {
+    "blocks2": ((3, 16, 32, 1, False),),
+    "blocks3": ((3, 32, 64, 2, False), (3, 64, 64, 1, False)),
+    "blocks4": ((3, 64, 128, 2, False), (3, 128, 128, 1, False)),
+    "blocks5": ((3, 128, 256, 2, False),) + ((5, 256, 256, 1, False),) * 5,
+    "blocks6": ((5, 256, 512, 2, True), (5, 512, 512, 1, True)),
+}
+STEM_CHANNELS = 16
+STAGES = tuple(BLOCKS)
+
+# Width multipliers with PaddleClas checkpoints, keyed by the suffix of their
+# names (`PPLCNet_x1_0`).
+VARIANTS: dict[str, float] = {
+    "x0_25": 0.25,
+    "x0_35": 0.35,
+    "x0_5": 0.5,
+    "x0_75": 0.75,
+    "x1_0": 1.0,
+    "x1_5": 1.5,
+    "x2_0": 2.0,
+    "x2_5": 2.5,
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BN_EPSILON = 1e-5  # Paddle's default; Keras' 1e-3 would shift every activation.
+BN_MOMENTUM = 0.9
+MIN_INPUT_SIZE = 32
+PRETRAINED_TAGS = ("imagenet", "imagenet_ssld")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Rounds a channel count to a multiple of `divisor` as PaddleClas does."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:  # never round down by more than 10%
+        rounded += divisor
+    return rounded
+
+
+def variant_name(scale: float) -> str:
+    """Returns the PaddleClas suffix of a width, e.g. `1.0 -> "x1_0"`."""
+    return "x" + str(float(scale)).replace(".", "_")
+
+
+def stage_channels(scale: float) -> dict[str, int]:
+    """Output channels of the stem and of each stage for a width multiplier."""
+    channels = {"conv1": make_divisible(STEM_CHANNELS * scale)}
+    for stage, blocks in BLOCKS.items():
+        channels[stage] = make_divisible(blocks[-1][2] * scale)
+    return channels
+
+
+def _normalize_stride(stride, what: str) -> tuple[int, int]:
+    if isinstance(stride, int) and not isinstance(stride, bool):
+        stride = (stride, stride)
+    if (
+        isinstance(stride, (list, tuple))
+        and len(stride) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in stride)
+    ):
+        return (int(stride[0]), int(stride[1]))
+    raise ValueError(
+        f"{what} must be a positive int or a pair of positive ints such as "
+        f"[2, 1], got {stride!r}."
+    )
+
+
+def _conv_bn_act(x, filters, kernel_size, strides, name, depthwise=False):
+    """ConvBNLayer: conv (no bias, symmetric padding) -> BN -> hard-swish.
+
+    Paddle pads `(k - 1) // 2` on every side. Keras' "same" pads (0, 1) at
+    stride 2 on even inputs, so strided convs get an explicit symmetric pad.
+    """
+    padding = "same"
+    if strides != (1, 1):
+        pad = (kernel_size - 1) // 2
+        x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        padding = "valid"
+    if depthwise:
+        x = layers.DepthwiseConv2D(
+            kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+        )(x)
+    else:
+        x = layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding, use_bias=False,
+            name=name,
+        )(x)
+    x = layers.BatchNormalization(
+        axis=_channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+        name=f"{name}_bn",
+    )(x)
+    return HardSwish(name=f"{name}_act")(x)
+
+
+def _depthwise_separable(x, in_channels, out_channels, kernel_size, strides, use_se, name):
+    """DepthwiseSeparable: depthwise ConvBN -> [SE] -> pointwise ConvBN."""
+    x = _conv_bn_act(x, in_channels, kernel_size, strides, f"{name}_dw_conv", depthwise=True)
+    if use_se:
+        x = SqueezeExcite(reduction=4, name=f"{name}_se")(x)
+    return _conv_bn_act(x, out_channels, 1, (1, 1), f"{name}_pw_conv")
+
+
+def _channel_axis() -> int:
+    return -1 if keras.config.image_data_format() == "channels_last" else 1
+
+
+def _validate_weights_arg(weights) -> None:
+    if weights is None or weights in PRETRAINED_TAGS:
+        return
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        return
+    raise ValueError(
+        "The `weights` argument should be either `None` (random initialization), "
+        "'imagenet', 'imagenet_ssld', or the path to a PaddleClas `.pdparams` or "
+        f"Keras `.weights.h5` file. Received: weights={weights!r}"
+        + (" (no such file)" if isinstance(weights, (str, os.PathLike)) else "")
+    )
+
+
+def _resolve_input_shape(input_shape, input_tensor, include_preprocessing):
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        input_shape = (None, None, 3) if _channel_axis() == -1 else (3, None, None)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) (or channels first "
+            f"under that data format), got {input_shape}."
+        )
+    if _channel_axis() == -1:
+        rows, cols, channels = input_shape
+    else:
+        channels, rows, cols = input_shape
+    for size in (rows, cols):
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
+                f"Received: input_shape={input_shape}"
+            )
+    if include_preprocessing and channels != 3:
+        raise ValueError(
+            "`include_preprocessing=True` normalizes RGB images, so the input "
+            f"must have 3 channels; got input_shape={input_shape}. Pass "
+            "`include_preprocessing=False` for other channel counts."
+        )
+    return input_shape, channels
+
+
+def PPLCNet(
+    scale: float = 1.0,
+    include_top: bool = True,
+    weights: str | os.PathLike | None = "imagenet",
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    include_preprocessing: bool = True,
+    dropout_rate: float = 0.2,
+    stride_list=(2, 2, 2, 2, 2),
+    use_last_conv: bool = True,
+    class_expand: int = 1280,
+    name: str | None = None,
+) -> keras.Model:
+    """Instantiates the PP-LCNet architecture.
+
+    Reference:
+    - [PP-LCNet: A Lightweight CPU Convolutional Neural Network](
+        https://arxiv.org/abs/2109.15099) (Cui et al., 2021)
+
+    The network is PaddleClas' `PPLCNet` layer for layer: a stride-2 3x3 stem,
+    thirteen depthwise-separable blocks (3x3 kernels, then 5x5 from the
+    second block of `blocks5`), squeeze-and-excitation in the last two blocks
+    only, hard-swish everywhere, and a head of global average pooling -> 1x1
+    conv to `class_expand` channels -> hard-swish -> dropout -> dense. Layer
+    names follow PaddleClas' module paths (`conv1`, `blocks5_3_dw_conv`,
+    `blocks6_0_se`, `last_conv`, `fc`), so checkpoints map by name.
+
+    Input contract: with `include_preprocessing=True` (the default, as in
+    `keras.applications.MobileNetV3Small`) the model takes RGB pixels in
+    `[0, 255]` and normalizes them with the ImageNet mean and standard
+    deviation inside the graph, so `keras_lcnet.preprocess_input` is a
+    pass-through. With `include_preprocessing=False` the caller feeds
+    `(x / 255 - mean) / std`, as PaddleClas does.
+
+    Args:
+        scale: Width multiplier. PaddleClas publishes weights for 0.25, 0.35,
+            0.5, 0.75, 1.0, 1.5, 2.0 and 2.5.
+        include_top: Whether to include the classification head.
+        weights: `None` (random initialization), `"imagenet"` (PaddleClas'
+            ImageNet-1k weights), `"imagenet_ssld"` (PaddleClas' distilled
+            weights, for 0.25, 0.5, 1.0 and 2.5), or the path to a PaddleClas
+            `.pdparams` checkpoint or a Keras `.weights.h5` file.
+        input_tensor: Optional Keras tensor (output of `keras.Input()`) to use
+            as image input for the model.
+        input_shape: Optional shape tuple, `(None, None, 3)` by default. Any
+            size from 32x32 up works; with `weights=None` and
+            `include_preprocessing=False` any channel count works too.
+        pooling: Optional pooling mode when `include_top` is `False`: `None`
+            (4D output of the last block), `"avg"` or `"max"`.
+        classes: Number of classes; with pretrained weights and `include_top`
+            it must be 1000.
+        classifier_activation: Activation of the top layer, a string or
+            callable; `None` returns logits. Only `None` or `"softmax"` with
+            pretrained weights.
+        include_preprocessing: Whether the model normalizes `[0, 255]` RGB
+            inputs itself (see the input contract above).
+        dropout_rate: Dropout rate before the classifier (PaddleClas'
+            `dropout_prob`). Paddle scales by `1 - dropout_rate` at inference;
+            this factor is folded into the classifier when a `.pdparams` file
+            is loaded, so set it to the checkpoint's `dropout_prob`.
+        stride_list: PaddleClas' `stride_list`: five strides for the stem and
+            the first block of `blocks3`..`blocks6`; each an int or a pair
+            such as `[2, 1]`.
+        use_last_conv: Whether the head has the 1x1 conv to `class_expand`
+            channels (and the dropout). PaddleClas' `use_last_conv`.
+        class_expand: Channels of the head's 1x1 conv. PaddleClas'
+            `class_expand`.
+        name: Model name. Defaults to `"PPLCNet_x1_0"` and so on.
+
+    Returns:
+        A `keras.Model` instance.
+    """
+    _validate_weights_arg(weights)
+    pretrained = weights in PRETRAINED_TAGS
+    if pretrained and include_top and classes != 1000:
+        raise ValueError(
+            f"If using `weights='{weights}'` with `include_top=True`, `classes` "
+            f"should be 1000. Received: classes={classes}"
+        )
+    if pretrained and classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            "Only `None` and `'softmax'` are allowed as `classifier_activation` "
+            f"with `weights='{weights}'`. Received: "
+            f"classifier_activation={classifier_activation!r}"
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(
+            f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}"
+        )
+    if not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
+    if not isinstance(scale, (int, float)) or scale <= 0:
+        raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
+    if not isinstance(stride_list, (list, tuple)) or len(stride_list) != 5:
+        raise ValueError(
+            "`stride_list` must hold 5 strides (stem, then the first block of "
+            f"blocks3..blocks6), got {stride_list!r}."
+        )
+    strides = [_normalize_stride(s, f"stride_list[{i}]") for i, s in enumerate(stride_list)]
+    input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
+    if pretrained:
+        from keras_lcnet.weights import find_checkpoint
+
+        # Raises for widths or options without a published checkpoint.
+        find_checkpoint(scale, weights)
+        if channels != 3:
+            raise ValueError(
+                f"`weights='{weights}'` needs 3 input channels, got input_shape={input_shape}."
+            )
+        default_head = (strides, use_last_conv, class_expand) == ([(2, 2)] * 5, True, 1280)
+        if not default_head:
+            raise ValueError(
+                f"`weights='{weights}'` needs the default `stride_list`, `use_last_conv` "
+                "and `class_expand`; pass a `.pdparams` path for PaddleClas variants."
+            )
+
+    if input_tensor is None:
+        img_input = layers.Input(shape=input_shape)
+    elif not keras.backend.is_keras_tensor(input_tensor):
+        img_input = layers.Input(tensor=input_tensor, shape=input_shape)
+    else:
+        img_input = input_tensor
+
+    x = img_input
+    if include_preprocessing:
+        x = layers.Normalization(
+            axis=_channel_axis(),
+            mean=[255.0 * m for m in IMAGENET_MEAN],
+            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+            name="normalization",
+        )(x)
+
+    x = _conv_bn_act(x, make_divisible(STEM_CHANNELS * scale), 3, strides[0], "conv1")
+    for stage_index, (stage, blocks) in enumerate(BLOCKS.items()):
+        for i, (kernel, in_c, out_c, stride, use_se) in enumerate(blocks):
+            block_strides = (stride, stride)
+            if i == 0 and stage != "blocks2":
+                block_strides = strides[stage_index]
+            x = _depthwise_separable(
+                x,
+                make_divisible(in_c * scale),
+                make_divisible(out_c * scale),
+                kernel,
+                block_strides,
+                use_se,
+                name=f"{stage}_{i}",
+            )
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
+        if use_last_conv:
+            x = layers.Conv2D(class_expand, 1, use_bias=False, name="last_conv")(x)
+            x = HardSwish(name="act")(x)
+            x = layers.Dropout(dropout_rate, name="dropout")(x)
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(classes, name="fc")(x)
+        if classifier_activation is not None:
+            x = layers.Activation(classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    model = keras.Model(inputs, x, name=name or f"PPLCNet_{variant_name(scale)}")
+
+    if weights is not None:
+        from keras_lcnet.weights import load_weights
+
+        load_weights(model, weights, scale=scale)
+    return model
+
+
+def _named_constructor(variant: str):
+    scale = VARIANTS[variant]
+
+    def constructor(
+        include_top: bool = True,
+        weights: str | os.PathLike | None = "imagenet",
+        input_tensor=None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | None = "softmax",
+        include_preprocessing: bool = True,
+        dropout_rate: float = 0.2,
+        name: str | None = None,
+    ) -> keras.Model:
+        return PPLCNet(
+            scale=scale,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            include_preprocessing=include_preprocessing,
+            dropout_rate=dropout_rate,
+            name=name,
+        )
+
+    constructor.__name__ = constructor.__qualname__ = f"PPLCNet_{variant}"
+    constructor.__doc__ = _CONSTRUCTOR_DOC.format(variant=variant, scale=scale)
+    return constructor
+
+
+_CONSTRUCTOR_DOC = """Instantiates PP-LCNet {variant} (width multiplier {scale}).
+
+    Same as `PPLCNet(scale={scale}, ...)`; see `keras_lcnet.PPLCNet` for the
+    input contract and the PaddleClas-specific options.
+
+    Args:
+        include_top: Whether to include the classification head.
+        weights: `None`, `"imagenet"`, `"imagenet_ssld"` (where published), or
+            the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file.
+        input_tensor: Optional Keras tensor to use as image input.
+        input_shape: Optional shape tuple, `(None, None, 3)` by default.
+        pooling: `None`, `"avg"` or `"max"` when `include_top` is `False`.
+        classes: Number of classes (1000 with pretrained weights and a top).
+        classifier_activation: Activation of the top layer; `None` for logits.
+        include_preprocessing: Whether the model takes `[0, 255]` RGB pixels
+            and normalizes them itself.
+        dropout_rate: Dropout rate before the classifier.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` instance.
+    """
+
+PPLCNet_x0_25 = _named_constructor("x0_25")
+PPLCNet_x0_35 = _named_constructor("x0_35")
+PPLCNet_x0_5 = _named_constructor("x0_5")
+PPLCNet_x0_75 = _named_constructor("x0_75")
+PPLCNet_x1_0 = _named_constructor("x1_0")
+PPLCNet_x1_5 = _named_constructor("x1_5")
+PPLCNet_x2_0 = _named_constructor("x2_0")
+PPLCNet_x2_5 = _named_constructor("x2_5")
