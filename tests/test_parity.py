@@ -17,8 +17,6 @@ PARITY_SCRIPT = """
 import json, keras, numpy as np, keras_lcnet
 from conftest import CASES, load_case, model_kwargs, relative_error
 results = {"backend": keras.backend.backend()}
-def predict(model, x):  # eager call: no per-shape compilation
-    return keras.ops.convert_to_numpy(model(x, training=False))
 for case in CASES:
     config, arrays = load_case(case)
     kwargs = model_kwargs(config)
@@ -28,10 +26,10 @@ for case in CASES:
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     for i in (0, 1):
         pixels, expected = arrays[f"pixels_{i}"].astype("float32"), arrays[f"logits_{i}"]
-        results[f"{case}/{i}/pixels"] = relative_error(predict(raw, pixels), expected)
+        results[f"{case}/{i}/pixels"] = relative_error(raw.predict(pixels, verbose=0), expected)
         x = ((pixels / 255.0 - mean) / std).astype("float32")
         results[f"{case}/{i}/normalized"] = relative_error(
-            predict(normalized, x), expected)
+            normalized.predict(x, verbose=0), expected)
 print("RESULT" + json.dumps(results))
 """
 
