@@ -43,12 +43,16 @@ class CheckpointError(ValueError):
     """A weights file cannot be read or does not fit the model."""
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle asked for something other than NumPy array reconstruction."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise _RefusedGlobal(
                 f"refusing to load the global '{module}.{name}': a .pdparams file "
                 "holds only NumPy arrays, so this file is not a PaddleClas "
                 "checkpoint and may be hostile"
@@ -72,9 +76,9 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
             obj = _NumpyOnlyUnpickler(f).load()
-    except pickle.UnpicklingError as e:
+    except _RefusedGlobal as e:
         raise CheckpointError(f"{path}: {e}.") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
         raise CheckpointError(
             f"{path} is not a readable PaddleClas .pdparams file (truncated, or not "
             f"a pickle of NumPy arrays): {type(e).__name__}: {e}"

@@ -251,6 +251,16 @@ def assign_arrays(
                 f"{origin} has no tensor for the model's variable '{path}': was it "
                 "saved from a PP-LCNet of another width or with other options?"
             )
+    has_head = any(path in variables for path in _HEAD_PATHS)
+    for path in arrays:
+        if path not in variables and (has_head or path not in _HEAD_PATHS):
+            key, shape = describe(path, arrays[path].shape)
+            raise CheckpointError(
+                f"{origin} holds tensor '{key}' {shape} that the model does not "
+                "have. Was it saved with other PaddleClas options (use_last_conv, "
+                "stride_list, class_expand)?"
+            )
+    for path, variable in variables.items():
         found, expected = arrays[path].shape, tuple(variable.shape)
         if found != expected:
             key, found_shape = describe(path, found)
@@ -266,15 +276,6 @@ def assign_arrays(
                 f"{origin}: tensor '{key}' has shape {found_shape} but the model "
                 f"expects {expected_shape}. Is it a checkpoint of another PP-LCNet "
                 "width or variant?"
-            )
-    has_head = any(path in variables for path in _HEAD_PATHS)
-    for path in arrays:
-        if path not in variables and (has_head or path not in _HEAD_PATHS):
-            key, shape = describe(path, arrays[path].shape)
-            raise CheckpointError(
-                f"{origin} holds tensor '{key}' {shape} that the model does not "
-                "have. Was it saved with other PaddleClas options (use_last_conv, "
-                "stride_list, class_expand)?"
             )
     for path, variable in variables.items():
         variable.assign(arrays[path])
