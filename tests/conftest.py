@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+IMAGES_DIR = pathlib.Path(__file__).parent.parent / "examples" / "images"
 CASES = ("pplcnet_x0_35", "pplcnet_x0_25", "pplcnet_x0_25_textline", "pplcnet_x0_25_no_last_conv")
 
 
