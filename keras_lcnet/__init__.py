@@ -1,5 +1,6 @@
 """PP-LCNet, the CPU-first image classifier from PaddleClas, for Keras 3."""
 
+from keras_lcnet.backbone import feature_extractor, freeze_backbone
 from keras_lcnet.imagenet import decode_predictions, load_image, preprocess_input
 from keras_lcnet.layers import HardSwish, SqueezeExcite
 from keras_lcnet.model import (
@@ -19,9 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "HardSwish",
     "PPLCNet",
+    "PPLCNet_x0_5",
     "PPLCNet_x0_25",
     "PPLCNet_x0_35",
-    "PPLCNet_x0_5",
     "PPLCNet_x0_75",
     "PPLCNet_x1_0",
     "PPLCNet_x1_5",
@@ -29,6 +30,8 @@ __all__ = [
     "PPLCNet_x2_5",
     "SqueezeExcite",
     "decode_predictions",
+    "feature_extractor",
+    "freeze_backbone",
     "load_image",
     "preprocess_input",
 ]

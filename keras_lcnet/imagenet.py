@@ -125,9 +125,12 @@ def load_image(
         raise ValueError(f"Cannot read {path!r} as an image: {e}") from None
     height, width = pixels.shape[:2]
     percent = resize_short / min(height, width)
-    new_size = (int(round(height * percent)), int(round(width * percent)))
+    new_size = (round(height * percent), round(width * percent))
     resized = keras.ops.image.resize(
-        pixels, new_size, interpolation="bilinear", antialias=False,
+        pixels,
+        new_size,
+        interpolation="bilinear",
+        antialias=False,
         data_format="channels_last",
     )
     resized = np.clip(np.round(keras.ops.convert_to_numpy(resized)), 0, 255)

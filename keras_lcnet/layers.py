@@ -58,20 +58,15 @@ class SqueezeExcite(layers.Layer):
         Same as the input.
     """
 
-    def __init__(
-        self, reduction: int = 4, data_format: str | None = None, **kwargs
-    ) -> None:
+    def __init__(self, reduction: int = 4, data_format: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(
-                f"`reduction` must be a positive integer, got {reduction!r}."
-            )
+            raise ValueError(f"`reduction` must be a positive integer, got {reduction!r}.")
         self.reduction = reduction
         self.data_format = data_format or keras.config.image_data_format()
         if self.data_format not in ("channels_last", "channels_first"):
             raise ValueError(
-                "`data_format` must be 'channels_last' or 'channels_first', "
-                f"got {data_format!r}."
+                f"`data_format` must be 'channels_last' or 'channels_first', got {data_format!r}."
             )
         self.supports_masking = False
 
@@ -84,8 +79,7 @@ class SqueezeExcite(layers.Layer):
         channels = input_shape[channel_axis]
         if channels is None:
             raise ValueError(
-                "SqueezeExcite needs a known channel dimension, got input shape "
-                f"{input_shape}."
+                f"SqueezeExcite needs a known channel dimension, got input shape {input_shape}."
             )
         pooled_shape = [input_shape[0], 1, 1, 1]
         pooled_shape[channel_axis] = channels

@@ -81,8 +81,7 @@ def _normalize_stride(stride, what: str) -> tuple[int, int]:
     ):
         return (int(stride[0]), int(stride[1]))
     raise ValueError(
-        f"{what} must be a positive int or a pair of positive ints such as "
-        f"[2, 1], got {stride!r}."
+        f"{what} must be a positive int or a pair of positive ints such as [2, 1], got {stride!r}."
     )
 
 
@@ -103,11 +102,17 @@ def _conv_bn_act(x, filters, kernel_size, strides, name, depthwise=False):
         )(x)
     else:
         x = layers.Conv2D(
-            filters, kernel_size, strides=strides, padding=padding, use_bias=False,
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
             name=name,
         )(x)
     x = layers.BatchNormalization(
-        axis=_channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+        axis=_channel_axis(),
+        epsilon=BN_EPSILON,
+        momentum=BN_MOMENTUM,
         name=f"{name}_bn",
     )(x)
     return HardSwish(name=f"{name}_act")(x)
@@ -257,9 +262,7 @@ def PPLCNet(
             f"classifier_activation={classifier_activation!r}"
         )
     if pooling not in (None, "avg", "max"):
-        raise ValueError(
-            f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}"
-        )
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
     if not 0.0 <= dropout_rate < 1.0:

@@ -7,8 +7,8 @@ and refuses every other global.
 
 from __future__ import annotations
 
-import collections
 import codecs
+import collections
 import os
 import pickle
 from collections.abc import Mapping
@@ -33,7 +33,12 @@ _SAFE_GLOBALS = {
     ("_codecs", "encode"): codecs.encode,
 }
 
-_BN_PARAMS = {"weight": "gamma", "bias": "beta", "_mean": "moving_mean", "_variance": "moving_variance"}
+_BN_PARAMS = {
+    "weight": "gamma",
+    "bias": "beta",
+    "_mean": "moving_mean",
+    "_variance": "moving_variance",
+}
 _CONV = (2, 3, 1, 0)  # Paddle [out, in, kh, kw] -> Keras (kh, kw, in, out)
 _DEPTHWISE = (2, 3, 0, 1)  # Paddle [channels, 1, kh, kw] -> Keras (kh, kw, channels, 1)
 HEAD_KEYS = ("last_conv.weight", "fc.weight", "fc.bias")
@@ -78,7 +83,15 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
             obj = _NumpyOnlyUnpickler(f).load()
     except _RefusedGlobal as e:
         raise CheckpointError(f"{path}: {e}.") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        MemoryError,
+    ) as e:
         raise CheckpointError(
             f"{path} is not a readable PaddleClas .pdparams file (truncated, or not "
             f"a pickle of NumPy arrays): {type(e).__name__}: {e}"

@@ -187,7 +187,7 @@ def _read_converted(path: str) -> dict[str, np.ndarray] | None:
         if str(arrays.pop("__format__", "")) != _CACHE_FORMAT:
             raise CheckpointError("not a keras_lcnet converted-weights cache")
         return arrays
-    except Exception as e:  # noqa: BLE001 - whatever is wrong, the entry is rebuilt
+    except Exception as e:
         logger.warning("Rebuilding the corrupt weights cache %s (%s).", path, e)
         return None
 
@@ -245,7 +245,7 @@ def assign_arrays(
         return key, paddle_shape(tuple(shape), layout)
 
     variables = {v.path: v for v in model.weights}
-    for path, variable in variables.items():
+    for path in variables:
         if path not in arrays:
             raise CheckpointError(
                 f"{origin} has no tensor for the model's variable '{path}': was it "
@@ -302,7 +302,9 @@ def load_pdparams(model: keras.Model, path: str | os.PathLike) -> None:
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def load_weights(model: keras.Model, weights: str | os.PathLike, scale: float | None = None) -> None:
+def load_weights(
+    model: keras.Model, weights: str | os.PathLike, scale: float | None = None
+) -> None:
     """Loads `weights` into a PP-LCNet model built by `keras_lcnet.PPLCNet`.
 
     Args:

@@ -11,8 +11,8 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 IMAGES_DIR = pathlib.Path(__file__).parent.parent / "examples" / "images"
@@ -41,7 +41,9 @@ def model_kwargs(config: dict) -> dict:
 
 def relative_error(actual, expected) -> float:
     expected = np.asarray(expected, dtype=np.float64)
-    return float(np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected)))
+    return float(
+        np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected))
+    )
 
 
 def run_python(code: str, backend: str = "tensorflow", timeout: int = 600, **env: str):

@@ -20,7 +20,7 @@ def _paddleclas_eval_with_opencv(path) -> np.ndarray:
     img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     h, w = img.shape[:2]
     percent = 256 / min(h, w)
-    size = (int(round(w * percent)), int(round(h * percent)))
+    size = (round(w * percent), round(h * percent))
     img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
     top, left = (img.shape[0] - 224) // 2, (img.shape[1] - 224) // 2
     return img[top : top + 224, left : left + 224].astype(np.float32)
@@ -80,7 +80,10 @@ def test_preprocess_input_is_the_identity_of_the_input_contract():
     without.set_weights(with_layer.get_weights())
     normalized = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode="torch")
     np.testing.assert_allclose(
-        with_layer.predict(x, verbose=0), without.predict(normalized, verbose=0), rtol=1e-4, atol=1e-5
+        with_layer.predict(x, verbose=0),
+        without.predict(normalized, verbose=0),
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 
@@ -90,7 +93,9 @@ def test_decode_predictions():
     preds[1, 504] = 1.0
     decoded = keras_lcnet.decode_predictions(keras.ops.convert_to_tensor(preds), top=3)
     assert [d[:2] for d in decoded[0]] == [
-        ("n02123045", "tabby"), ("n02124075", "Egyptian_cat"), ("n01514668", "cock")
+        ("n02123045", "tabby"),
+        ("n02124075", "Egyptian_cat"),
+        ("n01514668", "cock"),
     ]
     assert decoded[0][0][2] == pytest.approx(0.7)
     assert decoded[1][0][:2] == ("n03063599", "coffee_mug")

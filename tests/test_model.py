@@ -13,15 +13,25 @@ from keras_lcnet.model import VARIANTS, make_divisible, stage_channels
 # Learnable parameters of PaddleClas' PPLCNet with 1000 classes (porting notes,
 # counted on the reference structure); BN running statistics excluded.
 PADDLECLAS_PARAMS = {
-    "x0_25": 1_521_184, "x0_35": 1_643_090, "x0_5": 1_879_576, "x0_75": 2_357_008,
-    "x1_0": 2_952_520, "x1_5": 4_499_832, "x2_0": 6_521_512, "x2_5": 9_017_560,
+    "x0_25": 1_521_184,
+    "x0_35": 1_643_090,
+    "x0_5": 1_879_576,
+    "x0_75": 2_357_008,
+    "x1_0": 2_952_520,
+    "x1_5": 4_499_832,
+    "x2_0": 6_521_512,
+    "x2_5": 9_017_560,
 }
 # Stem / blocks2..6 channels per width (porting notes).
 PADDLECLAS_CHANNELS = {
-    "x0_25": (8, 8, 16, 32, 64, 128), "x0_35": (8, 16, 24, 48, 88, 176),
-    "x0_5": (8, 16, 32, 64, 128, 256), "x0_75": (16, 24, 48, 96, 192, 384),
-    "x1_0": (16, 32, 64, 128, 256, 512), "x1_5": (24, 48, 96, 192, 384, 768),
-    "x2_0": (32, 64, 128, 256, 512, 1024), "x2_5": (40, 80, 160, 320, 640, 1280),
+    "x0_25": (8, 8, 16, 32, 64, 128),
+    "x0_35": (8, 16, 24, 48, 88, 176),
+    "x0_5": (8, 16, 32, 64, 128, 256),
+    "x0_75": (16, 24, 48, 96, 192, 384),
+    "x1_0": (16, 32, 64, 128, 256, 512),
+    "x1_5": (24, 48, 96, 192, 384, 768),
+    "x2_0": (32, 64, 128, 256, 512, 1024),
+    "x2_5": (40, 80, 160, 320, 640, 1280),
 }
 
 
@@ -62,8 +72,11 @@ def test_block_structure_and_names():
     assert model.get_layer("dropout").rate == pytest.approx(0.2)
     # Symmetric padding ahead of every strided conv.
     assert {n for n in names if n.endswith("_pad")} == {
-        "conv1_pad", "blocks3_0_dw_conv_pad", "blocks4_0_dw_conv_pad",
-        "blocks5_0_dw_conv_pad", "blocks6_0_dw_conv_pad",
+        "conv1_pad",
+        "blocks3_0_dw_conv_pad",
+        "blocks4_0_dw_conv_pad",
+        "blocks5_0_dw_conv_pad",
+        "blocks6_0_dw_conv_pad",
     }
 
 
@@ -109,8 +122,10 @@ def test_classifier_activation_none_gives_logits():
         ({"weights": None, "input_shape": (224, 224, 1)}, "include_preprocessing=False"),
         ({"weights": "imagenet_ssld", "scale": 0.35}, "Published"),
         ({"weights": "imagenet", "scale": 0.6}, "Published"),
-        ({"weights": "imagenet", "input_shape": (224, 224, 4),
-          "include_preprocessing": False}, "3 input channels"),
+        (
+            {"weights": "imagenet", "input_shape": (224, 224, 4), "include_preprocessing": False},
+            "3 input channels",
+        ),
         ({"weights": None, "stride_list": [2, 2, 2]}, "stride_list"),
         ({"weights": None, "stride_list": [2, [2, 0], 2, 2, 2]}, "stride_list[1]"),
         ({"weights": None, "dropout_rate": 1.0}, "dropout_rate"),
@@ -133,15 +148,18 @@ def test_layers_serialize_with_full_config():
     hs = keras_lcnet.HardSwish()
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(hs(np.array([-4.0, -3.0, -1.0, 0.0, 1.0, 3.0, 5.0]))),
-        [0.0, 0.0, -1 / 3, 0.0, 2 / 3, 3.0, 5.0], atol=1e-6,
+        [0.0, 0.0, -1 / 3, 0.0, 2 / 3, 3.0, 5.0],
+        atol=1e-6,
     )
     assert keras.saving.get_registered_name(keras_lcnet.HardSwish) == "keras_lcnet>HardSwish"
 
 
 def test_keras_file_reloads_in_a_fresh_process(tmp_path):
-    config, arrays = load_case("pplcnet_x0_35")
+    _, arrays = load_case("pplcnet_x0_35")
     model = keras_lcnet.PPLCNet(
-        scale=0.35, classes=10, classifier_activation=None,
+        scale=0.35,
+        classes=10,
+        classifier_activation=None,
         weights="tests/fixtures/pplcnet_x0_35.pdparams",
     )
     path = tmp_path / "model.keras"
@@ -196,9 +214,11 @@ def test_fit_lowers_the_loss():
 
 def test_odd_sized_input_matches_paddle_without_preprocessing_layer():
     # The model is fully convolutional: one compiled graph serves any size.
-    config, arrays = load_case("pplcnet_x0_25")
+    _, arrays = load_case("pplcnet_x0_25")
     model = keras_lcnet.PPLCNet(
-        scale=0.25, classes=8, classifier_activation=None,
+        scale=0.25,
+        classes=8,
+        classifier_activation=None,
         weights="tests/fixtures/pplcnet_x0_25.pdparams",
     )
     out = model.predict(arrays["pixels_1"].astype("float32"), verbose=0)

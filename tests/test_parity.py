@@ -39,7 +39,7 @@ def test_logits_match_paddleclas(backend):
     proc = run_python(PARITY_SCRIPT, backend=backend, PYTHONPATH="tests")
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    results = json.loads(line[len("RESULT"):])
+    results = json.loads(line[len("RESULT") :])
     assert results.pop("backend") == backend
     assert len(results) == len(CASES) * 4
     worst = max(results, key=results.get)

@@ -27,7 +27,9 @@ def _backbone(weights_arg="imagenet", **kwargs):
 
 
 def _same_weights(a, b) -> bool:
-    return all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights))
+    return all(
+        np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights, strict=True)
+    )
 
 
 def test_registry_lists_every_published_checkpoint():
@@ -44,7 +46,9 @@ def test_registry_lists_every_published_checkpoint():
 
 
 def test_unpublished_pair_lists_what_exists():
-    with pytest.raises(ValueError, match=r"no 'imagenet_ssld' weights .* x0_35.*x1_0/imagenet_ssld"):
+    with pytest.raises(
+        ValueError, match=r"no 'imagenet_ssld' weights .* x0_35.*x1_0/imagenet_ssld"
+    ):
         weights.find_checkpoint(0.35, "imagenet_ssld")
 
 
@@ -126,7 +130,9 @@ def test_hostile_file_in_cache_is_refused_and_removed(keras_home):
 def test_wrong_width_in_cache_is_reported_and_not_converted(keras_home):
     (keras_home / "models").mkdir(parents=True)
     shutil.copy(X0_35, keras_home / "models" / IMAGENET_X0_25)
-    with pytest.raises(CheckpointError, match=r"blocks2.0.pw_conv.conv.weight.*\[16, 8, 1, 1\].*\[8, 8, 1, 1\]"):
+    with pytest.raises(
+        CheckpointError, match=r"blocks2.0.pw_conv.conv.weight.*\[16, 8, 1, 1\].*\[8, 8, 1, 1\]"
+    ):
         _backbone()
     assert not list((keras_home / "models").glob("*.npz"))
     assert not list((keras_home / "models").glob(".tmp-*"))
