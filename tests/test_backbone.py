@@ -7,7 +7,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import FIXTURES, load_case
+from conftest import FIXTURES, load_case, run_python
 
 import keras_lcnet
 from keras_lcnet.model import VARIANTS, make_divisible
@@ -122,3 +122,12 @@ def test_freeze_backbone_rejects_unknown_stage():
     model = keras_lcnet.PPLCNet_x0_25(weights=None, include_top=False)
     with pytest.raises(ValueError, match="choose from"):
         keras_lcnet.freeze_backbone(model, up_to="head")
+
+
+def test_feature_extraction_example_smoke():
+    proc = run_python(
+        "import runpy, sys; sys.argv = ['feature_extraction.py', '--smoke'];"
+        "runpy.run_path('examples/feature_extraction.py', run_name='__main__')"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "blocks6: (1, 2, 2, 128)  stride 32" in proc.stdout
