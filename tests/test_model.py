@@ -187,6 +187,10 @@ def test_weights_h5_file_loads(tmp_path):
     loaded = keras_lcnet.PPLCNet_x0_35(classes=10, weights=str(path))
     x = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
+    # Keras matches layers by name, so a backbone takes the same file.
+    backbone = keras_lcnet.PPLCNet_x0_35(include_top=False, weights=str(path))
+    expected = {v.path: v.numpy() for v in source.weights}
+    assert all(np.array_equal(v.numpy(), expected[v.path]) for v in backbone.weights)
 
 
 def test_hard_swish_lowers_to_native_tflite_op(tmp_path):
