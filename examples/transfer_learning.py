@@ -8,7 +8,7 @@ vector, and a dropout + dense head predicts the ten classes.
 
 By default the backbone is trained from scratch (`--weights none`), which works
 offline. `--weights imagenet` fine-tunes PaddleClas' ImageNet weights instead
-(add `--freeze` to train the head only). The last line printed is
+(`--freeze-up-to blocks6` trains the new head only). The last line printed is
 `val_accuracy=<value>`.
 
     python examples/transfer_learning.py                     # ~0.95+ in a few minutes on 2 cores
@@ -27,7 +27,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import keras_lcnet
-from keras_lcnet.model import VARIANTS
+from keras_lcnet.model import STAGES, VARIANTS
 
 NUM_CLASSES = 10
 
@@ -60,8 +60,9 @@ def build_model(args: argparse.Namespace) -> keras.Model:
         input_shape=(args.image_size, args.image_size, 3),
     )
     pretrained = args.weights is not None
-    if args.freeze:
-        backbone.trainable = False
+    if args.freeze_up_to:
+        # Freezes the stem and the stages up to the given one (and all BatchNorm layers).
+        keras_lcnet.freeze_backbone(backbone, up_to=args.freeze_up_to)
     inputs = keras.Input((args.image_size, args.image_size, 3))
     x = inputs
     if args.augment:
@@ -108,8 +109,9 @@ def parse_args() -> argparse.Namespace:
                         help="PP-LCNet width of the backbone")
     parser.add_argument("--weights", default="none",
                         help="none (train from scratch), imagenet, imagenet_ssld or a file path")
-    parser.add_argument("--freeze", action="store_true",
-                        help="train the new head only (needs pretrained --weights)")
+    parser.add_argument("--freeze-up-to", choices=["conv1", *STAGES], metavar="STAGE",
+                        help="freeze the backbone up to this stage: conv1, blocks2 .. blocks6 "
+                        "(blocks6 trains the head only; needs pretrained --weights)")
     parser.add_argument("--image-size", type=int, default=32, help="side of the RGB images")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -123,8 +125,8 @@ def parse_args() -> argparse.Namespace:
                         help="tiny run (x0_25, 160 digits, 1 epoch) to check that everything works")
     args = parser.parse_args()
     args.weights = None if args.weights.lower() == "none" else args.weights
-    if args.freeze and args.weights is None:
-        parser.error("--freeze keeps the backbone as it is: it needs pretrained --weights")
+    if args.freeze_up_to and args.weights is None:
+        parser.error("--freeze-up-to keeps layers as they are: it needs pretrained --weights")
     if args.smoke:
         args.variant, args.epochs, args.batch_size = "x0_25", 1, 64
     return args
@@ -148,7 +150,8 @@ def main() -> None:
         run_eagerly=args.smoke,
     )
     source = f"weights={args.weights}" if args.weights else "from scratch"
-    print(f"{model.name}: {model.count_params():,} parameters, {source}, "
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    print(f"{model.name}: {model.count_params():,} parameters ({trainable:,} trainable), {source}, "
           f"{len(x_train)} train / {len(x_val)} validation images of {args.image_size}px")
     start = time.perf_counter()
     history = model.fit(
