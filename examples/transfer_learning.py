@@ -11,9 +11,9 @@ offline. `--weights imagenet` fine-tunes PaddleClas' ImageNet weights instead
 (`--freeze-up-to blocks6` trains the new head only). The last line printed is
 `val_accuracy=<value>`.
 
-    python examples/transfer_learning.py                     # ~0.95+ in a few minutes on 2 cores
-    python examples/transfer_learning.py --plot curve.png    # also save the training curves
-    python examples/transfer_learning.py --smoke             # a few seconds, checks the plumbing
+    python examples/transfer_learning.py                   # val_accuracy ~0.97, < 2 min on 2 cores
+    python examples/transfer_learning.py --plot curve.png  # also save the training curves
+    python examples/transfer_learning.py --smoke           # a few seconds, checks the plumbing
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def save_plot(history: dict[str, list[float]], path: str, title: str) -> None:
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -90,6 +91,7 @@ def save_plot(history: dict[str, list[float]], path: str, title: str) -> None:
         ax.plot(epochs, history[metric], label="train")
         ax.plot(epochs, history[f"val_{metric}"], label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     ax_acc.set_ylim(0, 1.01)
