@@ -99,12 +99,76 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_FORMATS = {".tflite": "litert", ".onnx": "onnx"}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from keras_lcnet.export import ExportError, export_litert, export_onnx
+    from keras_lcnet.model import PPLCNet
+
+    suffix = os.path.splitext(args.output)[1].lower()
+    fmt = args.format or _FORMATS.get(suffix)
+    if fmt is None:
+        raise ValueError(f"Cannot tell the format from {args.output!r}: name it *.tflite or "
+                         "*.onnx, or pass --format.")
+    if fmt == "onnx" and (args.quantize or args.calibration_dir or args.uint8_input):
+        raise ValueError("--quantize, --calibration-dir and --uint8-input apply to LiteRT "
+                         "exports; ONNX exports are float32.")
+    if fmt == "litert" and (args.opset is not None or args.nchw_input):
+        raise ValueError("--opset and --nchw-input apply to ONNX exports.")
+    if args.quantize == "int8" and not args.calibration_dir:
+        raise ValueError("--quantize int8 needs --calibration-dir, a folder of representative "
+                         "images (a few hundred from your own data is typical).")
+    # XNNPACK has no int8 softmax: an int8 model ending in one is split in two.
+    logits = args.logits or args.quantize == "int8"
+    model = PPLCNet(scale=VARIANTS[args.variant], weights=args.weights, classes=args.classes,
+                    classifier_activation=None if logits else "softmax")
+    print(f"{model.name}, weights: {args.weights or 'random (none)'}, outputs: "
+          + ("logits (apply softmax on the host)" if logits else "softmax scores"))
+    common = {"batch_size": args.batch_size, "image_size": args.image_size, "strict": False}
+    if fmt == "litert":
+        report = export_litert(model, args.output, quantize=args.quantize,
+                               calibration=args.calibration_dir, uint8_input=args.uint8_input,
+                               **common)
+    else:
+        report = export_onnx(model, args.output, opset=args.opset or 17,
+                             nchw_input=args.nchw_input, **common)
+    print(report.summary())
+    if not report.ok:
+        raise ExportError(f"{args.output} was written but failed verification: "
+                          + "; ".join(report.failures))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from keras_lcnet.latency import measure
+
+    if args.budget_ms is not None and not args.budget_ms > 0:
+        raise ValueError(f"--budget-ms must be positive, got {args.budget_ms}.")
+    result = measure(args.model, num_threads=args.threads, runs=args.runs, warmup=args.warmup)
+    over = args.budget_ms is not None and result.median_ms > args.budget_ms
+    if args.json:
+        data = result.to_dict()
+        if args.budget_ms is not None:
+            data.update(budget_ms=args.budget_ms, within_budget=not over)
+        print(json.dumps(data))
+    else:
+        print(result.summary())
+    if over:
+        print(f"keras-lcnet: median {result.median_ms:.3f} ms is over the budget of "
+              f"{args.budget_ms} ms", file=sys.stderr)
+        return 1
+    if args.budget_ms is not None and not args.json:
+        print(f"  within the budget of {args.budget_ms} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-lcnet` (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
         prog="keras-lcnet",
         description="PP-LCNet for Keras 3: classify images, convert PaddleClas "
-        "checkpoints, list the published weights.",
+        "checkpoints, list the published weights, export to LiteRT/ONNX and time them.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,6 +194,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="list PaddleClas' published PP-LCNet weights")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="export to LiteRT (.tflite) or ONNX, verified against Keras")
+    p.add_argument("--variant", type=_variant, default="x1_0", help="width (default x1_0)")
+    p.add_argument("--weights", type=_weights, default="imagenet",
+                   help="none, imagenet, imagenet_ssld, or a .pdparams/.weights.h5 path "
+                   "(default imagenet)")
+    p.add_argument("--classes", type=int, default=1000,
+                   help="classes of the weights (default 1000)")
+    p.add_argument("--output", required=True, help="file to write: *.tflite or *.onnx")
+    p.add_argument("--format", choices=("litert", "onnx"), default=None,
+                   help="default: from the --output suffix")
+    p.add_argument("--quantize", choices=("float16", "dynamic", "int8"), default=None,
+                   help="LiteRT quantization recipe (default: none, float32)")
+    p.add_argument("--calibration-dir", default=None,
+                   help="folder of representative images (needed for --quantize int8)")
+    p.add_argument("--uint8-input", action="store_true",
+                   help="int8 model taking uint8 pixels (raw camera frames)")
+    p.add_argument("--logits", action="store_true",
+                   help="output logits instead of softmax scores (always so for int8)")
+    p.add_argument("--image-size", type=int, default=224, help="input height and width (224)")
+    p.add_argument("--batch-size", type=int, default=1, help="static batch size (default 1)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 14-18 (default 17)")
+    p.add_argument("--nchw-input", action="store_true",
+                   help="ONNX model takes NCHW images (no Transpose in the graph)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="time a .tflite or .onnx model on this CPU")
+    p.add_argument("model", help="a .tflite (LiteRT, XNNPACK) or .onnx (onnxruntime) file")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--budget-ms", type=float, default=None,
+                   help="exit with code 1 when the median latency is over this many ms")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

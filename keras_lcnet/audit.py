@@ -1,0 +1,191 @@
+"""Graph audits of exported models: LiteRT ops and XNNPACK delegation, ONNX op shape."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+
+# Type conversions at the graph boundary (uint8 camera frames in, float scores
+# out) that XNNPACK leaves to the builtin kernels; they do not split the graph.
+BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+@dataclasses.dataclass
+class LiteRTAudit:
+    """What is in a `.tflite` file and what XNNPACK runs of it.
+
+    Attributes:
+        ops: Count of each operator in the file (all subgraphs).
+        custom_ops: Custom and Flex (Select TF) operators; any is a failure.
+        partitions: Number of XNNPACK partitions in the primary subgraph.
+        delegated: Number of operators XNNPACK took over.
+        undelegated: `(op, operand dtypes, at the graph boundary)` of each
+            operator left to the builtin CPU kernels.
+    """
+
+    ops: dict[str, int]
+    custom_ops: list[str]
+    partitions: int
+    delegated: int
+    undelegated: list[tuple[str, tuple[str, ...], bool]]
+
+    @property
+    def failures(self) -> list[str]:
+        problems = []
+        if self.custom_ops:
+            problems.append(
+                f"custom/Flex ops {sorted(set(self.custom_ops))}: the graph needs the "
+                "TensorFlow runtime (Select TF ops) or a custom op library"
+            )
+        inner = [op for op in self.undelegated if not op[2]]
+        if inner or self.partitions > 1:
+            names = collections.Counter(f"{name}({'/'.join(types)})" for name, types, _ in inner)
+            problems.append(
+                f"partial XNNPACK delegation: {self.partitions} partitions, "
+                f"{len(inner)} ops left to builtin kernels {dict(names)}"
+            )
+        elif self.partitions == 0:
+            problems.append("XNNPACK delegated nothing")
+        return problems
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.ops.items()))
+        lines = [
+            f"ops: {ops}",
+            f"XNNPACK: {self.delegated} of {self.delegated + len(self.undelegated)} ops "
+            f"in {self.partitions} partition(s)",
+        ]
+        for (name, types, boundary), count in collections.Counter(self.undelegated).items():
+            where = " at the graph boundary" if boundary else ""
+            lines.append(f"  not delegated: {name}({'/'.join(types)}) x{count}{where}")
+        return "\n".join(lines)
+
+
+def _opcode_names(content: bytes) -> tuple[dict[str, int], list[str]]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(content, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        # Codes above 127 live in BuiltinCode; the deprecated field saturates.
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            codes.append("CUSTOM:" + (code.CustomCode() or b"?").decode())
+        else:
+            codes.append(names.get(builtin, f"BUILTIN_{builtin}"))
+    counts: collections.Counter[str] = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            counts[codes[subgraph.Operators(o).OpcodeIndex()]] += 1
+    custom = [name.split(":", 1)[1] for name in counts if name.startswith("CUSTOM:")]
+    return dict(counts), custom
+
+
+def audit_litert(model: str | os.PathLike | bytes) -> LiteRTAudit:
+    """Lists the ops of a LiteRT model and finds which ones XNNPACK runs.
+
+    The ops are read from the flatbuffer. Delegation is read from the
+    `ai-edge-litert` interpreter after it has applied its default XNNPACK
+    delegate: each delegate node stands for one partition, and the original
+    nodes between its inputs and outputs are the ones it replaced.
+
+    Args:
+        model: Path of a `.tflite` file or its bytes.
+
+    Returns:
+        A `LiteRTAudit`.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes):
+        content = model
+    else:
+        with open(model, "rb") as f:
+            content = f.read()
+    ops, custom = _opcode_names(content)
+    if custom:  # the interpreter cannot even load these
+        return LiteRTAudit(ops, custom, partitions=0, delegated=0, undelegated=[])
+
+    interpreter = Interpreter(model_content=content, num_threads=1)
+    interpreter.allocate_tensors()
+    nodes = interpreter._get_ops_details()
+    original = [n for n in nodes if n["op_name"] != "DELEGATE"]
+    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    producer = {t: n["index"] for n in original for t in n["outputs"]}
+    delegated: set[int] = set()
+    for node in delegates:
+        boundary, stack = set(node["inputs"]), list(node["outputs"])
+        while stack:
+            tensor = stack.pop()
+            if tensor in boundary or tensor not in producer:
+                continue
+            index = producer[tensor]
+            if index not in delegated:
+                delegated.add(index)
+                stack.extend(nodes[index]["inputs"])
+    graph_io = {d["index"] for d in interpreter.get_input_details()}
+    graph_io |= {d["index"] for d in interpreter.get_output_details()}
+    undelegated = [
+        (
+            n["op_name"],
+            tuple(getattr(t, "__name__", str(t)) for t in n["operand_types"]),
+            n["op_name"] in BOUNDARY_OPS and bool(graph_io & {*n["inputs"], *n["outputs"]}),
+        )
+        for n in original
+        if n["index"] not in delegated
+    ]
+    return LiteRTAudit(ops, [], len(delegates), len(delegated), undelegated)
+
+
+@dataclasses.dataclass
+class OnnxAudit:
+    """The op make-up of an ONNX graph, checked against what a clean export needs.
+
+    Attributes:
+        ops: Count of each op type.
+        opset: The default-domain opset.
+        max_transposes: How many `Transpose` nodes are acceptable.
+    """
+
+    ops: dict[str, int]
+    opset: int
+    max_transposes: int = 1
+
+    @property
+    def failures(self) -> list[str]:
+        problems = []
+        if self.ops.get("Transpose", 0) > self.max_transposes:
+            problems.append(
+                f"{self.ops['Transpose']} Transpose nodes (at most {self.max_transposes} expected)"
+            )
+        if self.ops.get("BatchNormalization"):
+            problems.append(f"{self.ops['BatchNormalization']} unfolded BatchNormalization nodes")
+        return problems
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.ops.items()))
+        return f"opset {self.opset}; ops: {ops}"
+
+
+def audit_onnx(model, max_transposes: int = 1) -> OnnxAudit:
+    """Counts the op types of an ONNX model.
+
+    Args:
+        model: Path of a `.onnx` file or a loaded `onnx.ModelProto`.
+        max_transposes: Acceptable `Transpose` count: 1 for an NHWC input
+            (one layout change before the first convolution), 0 for NCHW.
+
+    Returns:
+        An `OnnxAudit`.
+    """
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(os.fspath(model))
+    counts = collections.Counter(node.op_type for node in model.graph.node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return OnnxAudit(dict(counts), opset, max_transposes)
