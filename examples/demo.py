@@ -1,14 +1,18 @@
-"""`make demo`: classify the bundled sample images with PP-LCNet x1_0.
+"""`make demo`: classify the bundled sample images with PP-LCNet x1_0, then deploy it.
 
 Uses PaddleClas' ImageNet weights when they are cached or can be downloaded;
 offline, it says in one line how to get them and still runs the model with
-random weights so the whole pipeline is exercised.
+random weights so the whole pipeline is exercised. The same model is then
+exported to LiteRT and ONNX, each export checked against Keras, and timed
+beside keras.applications' MobileNetV3Large exported the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
+import tempfile
 
 import numpy as np
 
@@ -16,6 +20,51 @@ import keras_lcnet
 from keras_lcnet.weights import WeightsUnavailableError, cached_checkpoint_path, find_checkpoint
 
 IMAGES = pathlib.Path(__file__).parent / "images"
+TIMED_RUNS = 60
+
+
+def deployment_report(model, source: str) -> None:
+    """Exports `model` and MobileNetV3Large to LiteRT and ONNX, verifies and times them."""
+    import keras
+
+    from keras_lcnet.export import export_litert, export_onnx
+    from keras_lcnet.latency import LatencyResult, Runner, cpu_model
+
+    # keras.applications weights cannot be downloaded offline either; latency
+    # does not depend on the weights' values.
+    baseline = keras.applications.MobileNetV3Large(weights=None)
+    threads = os.cpu_count() or 1
+    print(f"\nDeployment: {model.name} ({source}) and {baseline.name} (weights=None), "
+          "static batch 1, 224x224")
+    runners = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for net in (model, baseline):
+            for export, suffix in ((export_litert, "tflite"), (export_onnx, "onnx")):
+                report = export(net, os.path.join(tmp, f"{net.name}.{suffix}"), strict=False)
+                print(report.summary())
+                runners[net.name, suffix] = Runner(report.path, num_threads=threads)
+        if "random" in source:
+            print("(Random weights give outputs that hardly depend on the input, so these "
+                  "parity checks are weak; tests/test_export.py checks parity on informative "
+                  "weights.)")
+        # Round-robin over the models so that they share the machine's noise.
+        times = {key: [] for key in runners}
+        for i in range(TIMED_RUNS + 5):
+            for key, runner in runners.items():
+                elapsed = runner.run()
+                if i >= 5:  # warm-up
+                    times[key].append(elapsed)
+        results = {key: LatencyResult.from_times(runners[key], t, 5) for key, t in times.items()}
+    print(f"\nLatency, batch 1, {threads} thread(s), median (p90) of {TIMED_RUNS} interleaved "
+          f"runs on {cpu_model()}:")
+    print(f"  {'model':<18} {'LiteRT/XNNPACK':>18} {'onnxruntime':>18}")
+    for net in (model, baseline):
+        cells = [f"{results[net.name, s].median_ms:.2f} ({results[net.name, s].p90_ms:.2f}) ms"
+                 for s in ("tflite", "onnx")]
+        print(f"  {net.name:<18} {cells[0]:>18} {cells[1]:>18}")
+    lite = {net.name: results[net.name, "tflite"].median_ms for net in (model, baseline)}
+    print(f"  {model.name} / {baseline.name} on LiteRT: "
+          f"{lite[model.name] / lite[baseline.name]:.2f}x")
 
 
 def main() -> None:
@@ -41,9 +90,10 @@ def main() -> None:
     print(f"{model.name} ({model.count_params():,} parameters, {source})")
     batch = np.concatenate([keras_lcnet.load_image(path) for path in images])
     predictions = model.predict(keras_lcnet.preprocess_input(batch), verbose=0)
-    for path, top in zip(images, keras_lcnet.decode_predictions(predictions, top=3)):
+    for path, top in zip(images, keras_lcnet.decode_predictions(predictions, top=3), strict=True):
         guesses = ", ".join(f"{name} {score:.2f}" for _, name, score in top)
         print(f"  {path.name:<12} {guesses}")
+    deployment_report(model, source)
 
 
 if __name__ == "__main__":
