@@ -164,6 +164,8 @@ def test_onnx_graph_is_clean(onnx_float32):
     graph = onnx.load(onnx_float32.path).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("Transpose") <= 1
+    # ... and reads the input: onnxruntime normalizes NCHW planes much faster.
+    assert graph.node[0].op_type == "Transpose" and graph.node[0].input[0] == "images"
     assert "BatchNormalization" not in ops
     assert ops.count("Conv") == 32 and ops.count("HardSwish") == 28
     assert not {"Pad", "Clip", "Add"} & set(ops)  # pads, BN shifts and +3s all folded
