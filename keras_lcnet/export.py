@@ -86,6 +86,8 @@ class ExportReport:
         agreement: Outputs compared with Keras.
         audit: The graph audit.
         tolerance: The relative-difference limit checked (float32 only).
+        input_quantization: `(scale, zero_point)` of an integer input:
+            pixels = (q - zero_point) * scale.
     """
 
     path: str
@@ -96,6 +98,7 @@ class ExportReport:
     agreement: Agreement
     audit: LiteRTAudit | OnnxAudit
     tolerance: float | None
+    input_quantization: tuple[float, int] | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -116,9 +119,13 @@ class ExportReport:
     def summary(self) -> str:
         size = os.path.getsize(self.path) / 1e6
         name = {"litert": "LiteRT", "onnx": "ONNX"}[self.format]
+        quantized = ""
+        if self.input_quantization:
+            scale, zero_point = self.input_quantization
+            quantized = f" (pixels = (q - {zero_point}) * {scale:.6g})"
         lines = [
             f"{name} {self.quantize or 'float32'} -> {self.path} ({size:.2f} MB), "
-            f"input {self.input_dtype}{list(self.input_shape)}",
+            f"input {self.input_dtype}{list(self.input_shape)}{quantized}",
             "  " + self.agreement.summary()
             + ("" if self.tolerance is None else f" (limit {self.tolerance:.0e})"),
         ]
@@ -320,13 +327,17 @@ def compare(outputs: np.ndarray, reference: np.ndarray, inputs: str) -> Agreemen
     return Agreement(inputs, len(reference), relative, top1, float(np.mean(cosine)))
 
 
-def _run_litert(path: str, data: np.ndarray, batch_size: int) -> np.ndarray:
+def _run_litert(path: str, data: np.ndarray, batch_size: int):
+    """The model's outputs on `data`, and its input quantization if integer."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
     result = interpreter.get_output_details()[0]
+    quantization = None
+    if np.issubdtype(source["dtype"], np.integer):
+        quantization = (float(source["quantization"][0]), int(source["quantization"][1]))
     outputs = []
     for batch, pad in _batches(data, batch_size):
         if np.issubdtype(source["dtype"], np.integer):
@@ -340,7 +351,7 @@ def _run_litert(path: str, data: np.ndarray, batch_size: int) -> np.ndarray:
             scale, zero_point = result["quantization"]
             output = (output - zero_point) * scale
         outputs.append(output[: len(batch) - pad])
-    return np.concatenate(outputs)
+    return np.concatenate(outputs), quantization
 
 
 def _check_output_path(path: str | os.PathLike, suffix: str) -> str:
@@ -458,9 +469,8 @@ def export_litert(
     exported.export(path, format="litert", input_signature=[spec], verbose=False, **options)
 
     data, described = _verification_data(calibration, verification, input_shape)
-    agreement = compare(
-        _run_litert(path, data, batch_size), _keras_outputs(model, data, batch_size), described
-    )
+    outputs, input_quantization = _run_litert(path, data, batch_size)
+    agreement = compare(outputs, _keras_outputs(model, data, batch_size), described)
     report = ExportReport(
         path=path,
         format="litert",
@@ -470,6 +480,7 @@ def export_litert(
         agreement=agreement,
         audit=audit_litert(path),
         tolerance=FLOAT32_TOLERANCE if quantize is None else None,
+        input_quantization=input_quantization,
     )
     return _finish(report, strict)
 

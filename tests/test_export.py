@@ -104,6 +104,8 @@ def test_int8_with_uint8_input_takes_raw_pixels(case, tmp_path):
     report = export_litert(model, tmp_path / "u8.tflite", quantize="int8",
                            calibration=IMAGES_DIR, uint8_input=True)
     assert report.input_dtype == "uint8"
+    scale, zero_point = report.input_quantization  # what raw frames must be mapped with
+    assert scale > 0 and 0 <= zero_point <= 255 and "pixels = (q - " in report.summary()
     source = Interpreter(model_path=report.path).get_input_details()[0]
     assert source["dtype"] == np.uint8
     # The uint8 -> int8 QUANTIZE at the input is the only op outside XNNPACK.
