@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import pathlib
 import re
 
@@ -134,3 +135,18 @@ def test_every_example_is_documented_and_every_documented_example_exists():
     present = {p.name for p in (ROOT / "examples").glob("*.py")}
     assert present - documented == set(), "examples missing from docs/usage.md"
     assert documented - present == set(), "docs/usage.md names examples that do not exist"
+
+
+def test_model_zoo_latency_is_read_from_the_benchmark_results():
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "_scripts" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    if not hooks.RESULTS.exists():
+        pytest.skip("no benchmarks/results.md in this checkout")
+    _, rows = hooks._results_table(hooks.RESULTS.read_text(encoding="utf-8"))
+    results = {row[0]: row for row in rows}
+    table = _table_rows(hooks.measured_latency_table(), r"`PPLCNet_x\d_\d+`")
+    assert [row[0].strip("`").removeprefix("PPLCNet_") for row in table] == list(VARIANTS)
+    for name, *medians in table:
+        published = results[name.strip("`")]
+        assert all(any(cell.startswith(m + " ") for cell in published) for m in medians), name
