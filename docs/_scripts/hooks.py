@@ -1,9 +1,10 @@
 """MkDocs hooks: publish the benchmark's own output instead of copies of it.
 
 `benchmarks/latency.py` writes `benchmarks/results.md` and
-`benchmarks/latency_vs_top1.png`. The site shows the plot from there, and
-the model zoo's latency table is built from the results table at build time,
-so the docs can never quote numbers the last benchmark run did not produce.
+`benchmarks/latency_vs_top1.png`. At build time the Benchmarks page embeds
+both, and the model zoo's latency table is built from the results table, so
+the docs never quote numbers the last benchmark run did not produce. Without
+a benchmark run the pages say so and still build.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ RESULTS = ROOT / "benchmarks" / "results.md"
 PLOT = ROOT / "benchmarks" / "latency_vs_top1.png"
 PLOT_URL = "assets/latency_vs_top1.png"
 MARKER = "<!-- measured-latency -->"
+RESULTS_MARKER = "<!-- benchmark-results -->"
 # Columns of the results table shown in the model zoo, as the benchmark names them.
 COLUMNS = ("LiteRT fp32 1T", "LiteRT fp32 2T", "LiteRT int8 2T", "ORT fp32 2T")
 
@@ -72,7 +74,26 @@ def measured_latency_table() -> str:
     return "\n".join(out)
 
 
+def benchmark_results() -> str:
+    """benchmarks/results.md one heading level down, then the plot."""
+    if not RESULTS.exists():
+        return (
+            "No benchmark has been run in this checkout yet: `python benchmarks/latency.py` "
+            "writes the results and the plot that this page shows."
+        )
+    text = RESULTS.read_text(encoding="utf-8")
+    text = re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.MULTILINE)  # under this page's title
+    if PLOT.exists():
+        text += (
+            "\n\n## Latency against accuracy\n\n"
+            f"![Published ImageNet top-1 against measured median latency]({PLOT_URL})\n"
+        )
+    return text
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, measured_latency_table())
+    if RESULTS_MARKER in markdown:
+        markdown = markdown.replace(RESULTS_MARKER, benchmark_results())
     return markdown
