@@ -19,6 +19,7 @@ offline. `--weights imagenet` fine-tunes PaddleClas' ImageNet weights instead
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import keras
@@ -28,6 +29,7 @@ from sklearn.model_selection import train_test_split
 
 import keras_lcnet
 from keras_lcnet.model import STAGES, VARIANTS
+from keras_lcnet.weights import WeightsUnavailableError
 
 NUM_CLASSES = 10
 
@@ -140,7 +142,10 @@ def main() -> None:
     x_train, x_val, y_train, y_val = load_data(
         args.image_size, args.seed, limit=160 if args.smoke else None
     )
-    model = build_model(args)
+    try:
+        model = build_model(args)
+    except WeightsUnavailableError as e:  # offline: the message says where to put the file
+        sys.exit(f"error: {e}")
     total = args.epochs * -(-len(x_train) // args.batch_size)
     # Cosine decay to zero: large steps early, fine convergence at the end.
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=total)
