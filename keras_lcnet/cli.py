@@ -25,12 +25,15 @@ def _weights(value: str) -> str | None:
 
 
 def _stride_list(value: str) -> list:
+    example = "'2,[2,1],[2,1],[2,1],[2,1]'"
     try:
-        strides = json.loads(f"[{value.strip().strip('[]')}]")
+        strides = json.loads(f"[{value.strip()}]")
     except json.JSONDecodeError:
         raise argparse.ArgumentTypeError(
-            f"cannot parse {value!r}; write it as PaddleClas does, e.g. '2,[2,1],[2,1],[2,1],[2,1]'"
+            f"cannot parse {value!r}; write it as PaddleClas does, e.g. {example}"
         ) from None
+    if len(strides) == 1 and isinstance(strides[0], list):  # written with outer brackets
+        strides = strides[0]
     return strides
 
 
@@ -46,7 +49,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          f"{model.output_shape[-1]} classes.")
     images = np.concatenate([load_image(path) for path in args.images])
     predictions = decode_predictions(model.predict(images, verbose=0), top=args.top)
-    for path, top in zip(args.images, predictions):
+    for path, top in zip(args.images, predictions, strict=True):
         print(path)
         for rank, (wnid, name, score) in enumerate(top, 1):
             print(f"  {rank}. {name:<30} {wnid}  {score:.4f}")
@@ -94,7 +97,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
     print(f"\nAccuracy: {ACCURACY_SOURCE}.\nWeights license: {LICENSE}.")
     return 0
 
@@ -176,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--variant", type=_variant, default="x1_0", help="width (default x1_0)")
     p.add_argument("--weights", type=_weights, default="imagenet",
-                   help="imagenet, imagenet_ssld, or a .pdparams/.weights.h5 path (default imagenet)")
+                   help="imagenet, imagenet_ssld, none, or a .pdparams/.weights.h5 path "
+                   "(default imagenet)")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     p.set_defaults(func=_cmd_predict)
 
@@ -187,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=None,
                    help="number of classes (default: read from the checkpoint)")
     p.add_argument("--stride-list", type=_stride_list, default=[2, 2, 2, 2, 2],
-                   help="PaddleClas stride_list, e.g. '2,[2,1],[2,1],[2,1],[2,1]' (default 2,2,2,2,2)")
+                   help="PaddleClas stride_list, e.g. '2,[2,1],[2,1],[2,1],[2,1]' "
+                   "(default 2,2,2,2,2)")
     p.add_argument("--dropout-rate", type=float, default=0.2,
                    help="the checkpoint's dropout_prob (default 0.2)")
     p.set_defaults(func=_cmd_convert)

@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES, IMAGES_DIR
 
 import keras_lcnet
-from keras_lcnet.cli import main
+from keras_lcnet.cli import build_parser, main
 
 X0_25 = FIXTURES / "pplcnet_x0_25.pdparams"
 
@@ -81,3 +81,14 @@ def test_console_script_is_installed():
     )
     assert proc.returncode == 0 and "predict" in proc.stdout
     assert shutil.which("keras-lcnet", path=str(__import__("pathlib").Path(sys.executable).parent))
+
+
+@pytest.mark.parametrize(
+    "text", ["2,[2,1],[2,1],[2,1],[2,1]", "[2, [2, 1], [2, 1], [2, 1], [2, 1]]"]
+)
+def test_stride_list_flag_parses_paddleclas_notation(text):
+    args = build_parser().parse_args(
+        ["convert", "f.pdparams", "--variant", "x0_25", "--output", "o.weights.h5",
+         "--stride-list", text]
+    )
+    assert args.stride_list == [2, [2, 1], [2, 1], [2, 1], [2, 1]]
