@@ -26,7 +26,7 @@ demo: $(VENV)/.demo-installed
 	KERAS_BACKEND=tensorflow $(PY) examples/demo.py
 
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check keras_lcnet tests tools examples benchmarks
+	$(PY) -m ruff check .
 
 docs: $(VENV)/.dev-installed
 	$(PY) -m mkdocs build --strict --site-dir site
