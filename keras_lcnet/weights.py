@@ -11,7 +11,7 @@ import tempfile
 import keras
 import numpy as np
 
-from keras_lcnet.model import VARIANTS, variant_name
+from keras_lcnet.model import PRETRAINED_TAGS, VARIANTS, variant_name
 from keras_lcnet.paddle_checkpoint import (
     HEAD_KEYS,
     CheckpointError,
@@ -314,7 +314,7 @@ def load_weights(
             content, not by name).
         scale: The model's width multiplier; needed for the published tags.
     """
-    if weights in ("imagenet", "imagenet_ssld"):
+    if weights in PRETRAINED_TAGS:
         if scale is None:
             raise ValueError(f"`scale` is needed to load '{weights}' weights.")
         _load_pretrained(model, find_checkpoint(scale, weights))
