@@ -36,7 +36,7 @@ import numpy as np
 
 from keras_lcnet import PPLCNet, load_image
 from keras_lcnet.export import ExportReport, export_litert, export_onnx
-from keras_lcnet.latency import LatencyResult, Runner, cpu_model
+from keras_lcnet.latency import Runner, cpu_model, interleave
 from keras_lcnet.model import VARIANTS
 from keras_lcnet.weights import ACCURACY_SOURCE, REGISTRY
 
@@ -153,24 +153,6 @@ def export_all(models: list[Candidate], images: np.ndarray, folder: pathlib.Path
         problems = [f"{kind}: {p}" for kind, r in c.reports.items() for p in r.failures]
         print(f"exported {c.name} in {time.time() - start:.0f} s"
               + "".join(f"\n  FAILED {p}" for p in problems), flush=True)
-
-
-def interleave(runners: dict, rounds: int, block: int, warmup: int) -> dict:
-    """Times `block` runs of each runner per round, rotating the order every round."""
-    for runner in runners.values():
-        for _ in range(warmup):
-            runner.run()
-    times = {key: [] for key in runners}
-    order = list(runners)
-    start = time.time()
-    for r in range(rounds):
-        shift = r * len(order) // rounds
-        for key in order[shift:] + order[:shift]:
-            runner = runners[key]
-            runner.run()  # re-warm after the previous configuration
-            times[key] += [runner.run() for _ in range(block)]
-        print(f"round {r + 1}/{rounds} done, {time.time() - start:.0f} s", flush=True)
-    return {key: LatencyResult.from_times(runners[key], t, warmup) for key, t in times.items()}
 
 
 def _versions() -> str:
@@ -359,7 +341,8 @@ def main() -> int:
                     KerasRunner(c.name, c.model, c.preprocess(x.copy())) if kind == "keras"
                     else Runner(c.reports[kind].path, num_threads=threads))
         loads = [os.getloadavg()]
-        results = interleave(runners, args.rounds, args.block, warmup=5)
+        results = interleave(runners, args.rounds, args.block, warmup=5,
+                             progress=lambda line: print(line, flush=True))
         loads.append(os.getloadavg())
     print(write_results(models, results, args, folder, loads))
     if folder is not None:

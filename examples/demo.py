@@ -28,7 +28,7 @@ def deployment_report(model, source: str) -> None:
     import keras
 
     from keras_lcnet.export import export_litert, export_onnx
-    from keras_lcnet.latency import LatencyResult, Runner, cpu_model
+    from keras_lcnet.latency import Runner, cpu_model, interleave
 
     # keras.applications weights cannot be downloaded offline either; latency
     # does not depend on the weights' values.
@@ -48,13 +48,7 @@ def deployment_report(model, source: str) -> None:
                   "parity checks are weak; tests/test_export.py checks parity on informative "
                   "weights.)")
         # Round-robin over the models so that they share the machine's noise.
-        times = {key: [] for key in runners}
-        for i in range(TIMED_RUNS + 5):
-            for key, runner in runners.items():
-                elapsed = runner.run()
-                if i >= 5:  # warm-up
-                    times[key].append(elapsed)
-        results = {key: LatencyResult.from_times(runners[key], t, 5) for key, t in times.items()}
+        results = interleave(runners, rounds=TIMED_RUNS, block=1, warmup=5)
     print(f"\nLatency, batch 1, {threads} thread(s), median (p90) of {TIMED_RUNS} interleaved "
           f"runs on {cpu_model()}:")
     print(f"  {'model':<18} {'LiteRT/XNNPACK':>18} {'onnxruntime':>18}")

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -196,3 +197,44 @@ def measure(
     for _ in range(warmup):
         runner.run()
     return LatencyResult.from_times(runner, [runner.run() for _ in range(runs)], warmup)
+
+
+def interleave(
+    runners: dict,
+    rounds: int,
+    block: int = 1,
+    warmup: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Times several models in turns, so that all of them share the machine's noise.
+
+    Each runner first gets `warmup` untimed runs. Then every round runs each
+    runner once untimed (to re-warm after the previous model) and `block`
+    times timed; each round starts at a different runner.
+
+    Args:
+        runners: `{key: runner}`; a runner is a `Runner` or any object with
+            the same `run()` and attributes.
+        rounds: Number of rounds.
+        block: Timed runs of each runner per round.
+        warmup: Untimed runs of each runner before the first round.
+        progress: Called with a line of text after every round.
+
+    Returns:
+        `{key: LatencyResult}` over `rounds * block` timed runs each.
+    """
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.run()
+    times = {key: [] for key in runners}
+    order = list(runners)
+    start = time.time()
+    for r in range(rounds):
+        shift = r * len(order) // rounds
+        for key in order[shift:] + order[:shift]:
+            runner = runners[key]
+            runner.run()
+            times[key] += [runner.run() for _ in range(block)]
+        if progress:
+            progress(f"round {r + 1}/{rounds} done, {time.time() - start:.0f} s")
+    return {key: LatencyResult.from_times(runners[key], t, warmup) for key, t in times.items()}

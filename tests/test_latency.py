@@ -94,3 +94,34 @@ def test_bench_cli_errors_exit_1(models, args, message, capsys):
     args = [a.format(tflite=models["tflite"]) for a in args]
     assert main(["bench", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+class _CountingRunner:
+    """Stands in for a Runner: counts runs and records the order of calls."""
+
+    path, runtime, version, num_threads, input_shape, input_dtype = (
+        "fake", "fake", "0", 1, (1, 8, 8, 3), "float32")
+
+    def __init__(self, key, log):
+        self.key, self.log, self.calls = key, log, 0
+
+    def run(self) -> float:
+        self.calls += 1
+        self.log.append(self.key)
+        return float(self.calls)
+
+
+def test_interleave_times_every_model_in_turns():
+    from keras_lcnet.latency import interleave
+
+    log: list[str] = []
+    runners = {key: _CountingRunner(key, log) for key in "abc"}
+    lines: list[str] = []
+    results = interleave(runners, rounds=3, block=2, warmup=4, progress=lines.append)
+    for runner in runners.values():
+        assert runner.calls == 4 + 3 * (1 + 2)  # warm-up, then re-warm + block per round
+    assert all(result.runs == 6 and result.warmup == 4 for result in results.values())
+    timed = log[12:]
+    # Each round starts at another model, so no model always runs right after the same one.
+    assert [timed[0], timed[9], timed[18]] == ["a", "b", "c"]
+    assert len(lines) == 3 and lines[-1].startswith("round 3/3")
