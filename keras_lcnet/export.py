@@ -340,8 +340,8 @@ def _run_litert(path: str, data: np.ndarray, batch_size: int):
         quantization = (float(source["quantization"][0]), int(source["quantization"][1]))
     outputs = []
     for batch, pad in _batches(data, batch_size):
-        if np.issubdtype(source["dtype"], np.integer):
-            scale, zero_point = source["quantization"]
+        if quantization:
+            scale, zero_point = quantization
             info = np.iinfo(source["dtype"])
             batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
         interpreter.set_tensor(source["index"], batch.astype(source["dtype"]))
