@@ -59,6 +59,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from keras_lcnet.model import PPLCNet
     from keras_lcnet.paddle_checkpoint import read_pdparams
+    from keras_lcnet.weights import load_pdparams
 
     if not args.output.endswith(".weights.h5"):
         raise ValueError(f"--output must end with '.weights.h5', got {args.output!r}.")
@@ -68,13 +69,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     classes = args.classes or (state["fc.weight"].shape[-1] if "fc.weight" in state else 1000)
     model = PPLCNet(
         scale=VARIANTS[args.variant],
-        weights=args.checkpoint,
+        weights=None,
         classes=int(classes),
         use_last_conv=use_last_conv,
         class_expand=int(state["last_conv.weight"].shape[0]) if use_last_conv else 1280,
         stride_list=args.stride_list,
         dropout_rate=args.dropout_rate,
     )
+    load_pdparams(model, args.checkpoint, state)  # the file is read once
     model.save_weights(args.output)
     print(f"Wrote {args.output} ({model.name}, {classes} classes). Load it with "
           f"keras_lcnet.PPLCNet_{args.variant}(weights={args.output!r}"

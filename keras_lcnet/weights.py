@@ -287,15 +287,24 @@ def _dropout_rate(model: keras.Model) -> float:
     return PUBLISHED_DROPOUT
 
 
-def load_pdparams(model: keras.Model, path: str | os.PathLike) -> None:
+def load_pdparams(
+    model: keras.Model, path: str | os.PathLike, state: dict[str, np.ndarray] | None = None
+) -> None:
     """Loads a PaddleClas `.pdparams` checkpoint into a PP-LCNet model.
 
     The model's `dropout_rate` is taken as the checkpoint's `dropout_prob`
     (PaddleClas' default is 0.2) to fold Paddle's inference-time dropout
     factor into the classifier.
+
+    Args:
+        model: The model.
+        path: The checkpoint (named in error messages).
+        state: The checkpoint's tensors when the caller has already read them
+            with `read_pdparams`; read from `path` otherwise.
     """
     path = os.fspath(path)
-    arrays, sources = convert_pdparams(read_pdparams(path), _dropout_rate(model))
+    state = read_pdparams(path) if state is None else state
+    arrays, sources = convert_pdparams(state, _dropout_rate(model))
     assign_arrays(model, arrays, path, sources)
 
 
