@@ -35,10 +35,9 @@ import keras
 import numpy as np
 
 from keras_lcnet import PPLCNet, load_image
-from keras_lcnet.export import ExportReport, export_litert, export_onnx
-from keras_lcnet.latency import Runner, cpu_model, interleave
-from keras_lcnet.model import VARIANTS
-from keras_lcnet.weights import ACCURACY_SOURCE, REGISTRY
+from keras_lcnet.deploy import ExportReport, export_litert, export_onnx
+from keras_lcnet.deploy.latency import Runner, cpu_model, interleave
+from keras_lcnet.presets import IMAGENET_ACCURACY_SOURCE, PRESETS, VARIANTS
 
 HERE = pathlib.Path(__file__).parent
 IMAGES = HERE.parent / "examples" / "images"
@@ -122,7 +121,7 @@ def recalibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
 
 
 def candidates(quick: bool) -> list[Candidate]:
-    top1 = {e.variant: e.top1 for e in REGISTRY if e.tag == "imagenet"}
+    top1 = {e.variant: e.top1 for e in PRESETS if e.tag == "imagenet"}
     variants = ("x0_25", "x1_0") if quick else tuple(VARIANTS)
     shape = (SIZE, SIZE, 3)
     models = [
@@ -221,7 +220,7 @@ def write_results(models, results, args, folder: pathlib.Path, loads) -> str:
                  for col in columns]
         top1 = "-" if c.top1 is None else f"{c.top1:.2f}"
         lines.append(f"| {c.name} | {top1} | " + " | ".join(cells) + " |")
-    lines += ["", f"Top-1: PP-LCNet from {ACCURACY_SOURCE}; MobileNetV3 from the "
+    lines += ["", f"Top-1: PP-LCNet from {IMAGENET_ACCURACY_SOURCE}; MobileNetV3 from the "
               f"{MOBILENET_TOP1_SOURCE}; MobileNetV2: not cited here. All are the float "
               "models' published accuracy, not measured here.", ""]
 

@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 import keras_lcnet
-from keras_lcnet.model import VARIANTS
-from keras_lcnet.paddle_checkpoint import read_pdparams
+from keras_lcnet.checkpoints.pdparams import read_pdparams
+from keras_lcnet.presets import VARIANTS
 
 DEFAULT_IMAGE = pathlib.Path(__file__).parent / "images" / "cat.jpg"
 

@@ -17,7 +17,9 @@ import tempfile
 import numpy as np
 
 import keras_lcnet
-from keras_lcnet.weights import WeightsUnavailableError, cached_checkpoint_path, find_checkpoint
+from keras_lcnet.errors import WeightsUnavailableError
+from keras_lcnet.presets import find_preset
+from keras_lcnet.weights import cached_checkpoint_path
 
 IMAGES = pathlib.Path(__file__).parent / "images"
 TIMED_RUNS = 60
@@ -27,8 +29,8 @@ def deployment_report(model, source: str) -> None:
     """Exports `model` and MobileNetV3Large to LiteRT and ONNX, verifies and times them."""
     import keras
 
-    from keras_lcnet.export import export_litert, export_onnx
-    from keras_lcnet.latency import Runner, cpu_model, interleave
+    from keras_lcnet.deploy import export_litert, export_onnx
+    from keras_lcnet.deploy.latency import Runner, cpu_model, interleave
 
     # keras.applications weights cannot be downloaded offline either; latency
     # does not depend on the weights' values.
@@ -67,13 +69,13 @@ def main() -> None:
     parser.add_argument("images", nargs="*", type=pathlib.Path, help="images (default: bundled)")
     args = parser.parse_args()
     images = args.images or sorted(IMAGES.glob("*.jpg"))
-    scale = keras_lcnet.model.VARIANTS[args.variant]
+    scale = keras_lcnet.presets.VARIANTS[args.variant]
 
     try:
         model = keras_lcnet.PPLCNet(scale=scale, weights="imagenet")
         source = "PaddleClas ImageNet weights"
     except WeightsUnavailableError:
-        entry = find_checkpoint(scale, "imagenet")
+        entry = find_preset(scale, "imagenet")
         print(
             f"ImageNet weights are not available offline: download {entry.url} to "
             f"{cached_checkpoint_path(entry)} and run again. Using random weights now."

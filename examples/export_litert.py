@@ -17,9 +17,9 @@ import sys
 import tempfile
 
 import keras_lcnet
-from keras_lcnet.export import export_litert
-from keras_lcnet.latency import measure
-from keras_lcnet.model import VARIANTS
+from keras_lcnet.deploy import export_litert
+from keras_lcnet.deploy.latency import measure
+from keras_lcnet.presets import VARIANTS
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 import keras_lcnet
-from keras_lcnet.model import VARIANTS
+from keras_lcnet.presets import VARIANTS
 
 DEFAULT_IMAGE = pathlib.Path(__file__).parent / "images" / "cat.jpg"
 

@@ -28,8 +28,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import keras_lcnet
-from keras_lcnet.model import STAGES, VARIANTS
-from keras_lcnet.weights import WeightsUnavailableError
+from keras_lcnet.architecture import STAGES
+from keras_lcnet.errors import WeightsUnavailableError
+from keras_lcnet.presets import VARIANTS
 
 NUM_CLASSES = 10
 

@@ -1,7 +1,7 @@
 """PP-LCNet, the CPU-first image classifier from PaddleClas, for Keras 3."""
 
-from keras_lcnet.backbone import feature_extractor, freeze_backbone
-from keras_lcnet.imagenet import decode_predictions, load_image, preprocess_input
+from keras_lcnet.decode import decode_predictions
+from keras_lcnet.features import feature_extractor, freeze_backbone
 from keras_lcnet.layers import HardSwish, SqueezeExcite
 from keras_lcnet.model import (
     PPLCNet,
@@ -14,6 +14,7 @@ from keras_lcnet.model import (
     PPLCNet_x2_0,
     PPLCNet_x2_5,
 )
+from keras_lcnet.preprocessing import load_image, preprocess_input
 
 __version__ = "0.1.0"
 

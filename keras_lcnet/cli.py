@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from keras_lcnet.model import VARIANTS
+from keras_lcnet.presets import VARIANTS
 
 
 def _variant(value: str) -> str:
@@ -57,8 +57,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from keras_lcnet.checkpoints.pdparams import read_pdparams
     from keras_lcnet.model import PPLCNet
-    from keras_lcnet.paddle_checkpoint import read_pdparams
     from keras_lcnet.weights import load_pdparams
 
     if not args.output.endswith(".weights.h5"):
@@ -85,10 +85,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from keras_lcnet.weights import ACCURACY_SOURCE, LICENSE, REGISTRY, cached_checkpoint_path
+    from keras_lcnet.presets import IMAGENET_ACCURACY_SOURCE, PADDLECLAS_LICENSE, PRESETS
+    from keras_lcnet.weights import cached_checkpoint_path
 
     rows = [("model", "weights", "top-1", "top-5", "cached", "url")]
-    for entry in REGISTRY:
+    for entry in PRESETS:
         rows.append((
             f"PPLCNet_{entry.variant}",
             entry.tag,
@@ -101,7 +102,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
-    print(f"\nAccuracy: {ACCURACY_SOURCE}.\nWeights license: {LICENSE}.")
+    print(f"\nAccuracy: {IMAGENET_ACCURACY_SOURCE}.\nWeights license: {PADDLECLAS_LICENSE}.")
     return 0
 
 
@@ -109,7 +110,7 @@ _FORMATS = {".tflite": "litert", ".onnx": "onnx"}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from keras_lcnet.export import ExportError, export_litert, export_onnx
+    from keras_lcnet.deploy import ExportError, export_litert, export_onnx
     from keras_lcnet.model import PPLCNet
 
     suffix = os.path.splitext(args.output)[1].lower()
@@ -147,7 +148,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from keras_lcnet.latency import measure
+    from keras_lcnet.deploy.latency import measure
 
     if args.budget_ms is not None and not args.budget_ms > 0:
         raise ValueError(f"--budget-ms must be positive, got {args.budget_ms}.")

@@ -13,62 +13,24 @@ import os
 import keras
 from keras import layers
 
+from keras_lcnet.architecture import (
+    BLOCKS,
+    BN_EPSILON,
+    BN_MOMENTUM,
+    MIN_INPUT_SIZE,
+    STEM_CHANNELS,
+    make_divisible,
+)
 from keras_lcnet.layers import HardSwish, SqueezeExcite
-
-# Per-block `(kernel, in_channels, out_channels, stride, use_se)` before width
-# scaling, as PaddleClas' NET_CONFIG. The first stride of blocks3..6 can be
-# overridden with `stride_list`.
-BLOCKS: dict[str, tuple[tuple[int, int, int, int, bool], ...]] = {
-    "blocks2": ((3, 16, 32, 1, False),),
-    "blocks3": ((3, 32, 64, 2, False), (3, 64, 64, 1, False)),
-    "blocks4": ((3, 64, 128, 2, False), (3, 128, 128, 1, False)),
-    "blocks5": ((3, 128, 256, 2, False),) + ((5, 256, 256, 1, False),) * 5,
-    "blocks6": ((5, 256, 512, 2, True), (5, 512, 512, 1, True)),
-}
-STEM_CHANNELS = 16
-STAGES = tuple(BLOCKS)
-
-# Width multipliers with PaddleClas checkpoints, keyed by the suffix of their
-# names (`PPLCNet_x1_0`).
-VARIANTS: dict[str, float] = {
-    "x0_25": 0.25,
-    "x0_35": 0.35,
-    "x0_5": 0.5,
-    "x0_75": 0.75,
-    "x1_0": 1.0,
-    "x1_5": 1.5,
-    "x2_0": 2.0,
-    "x2_5": 2.5,
-}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-BN_EPSILON = 1e-5  # Paddle's default; Keras' 1e-3 would shift every activation.
-BN_MOMENTUM = 0.9
-MIN_INPUT_SIZE = 32
-PRETRAINED_TAGS = ("imagenet", "imagenet_ssld")
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Rounds a channel count to a multiple of `divisor` as PaddleClas does."""
-    min_value = min_value or divisor
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:  # never round down by more than 10%
-        rounded += divisor
-    return rounded
-
-
-def variant_name(scale: float) -> str:
-    """Returns the PaddleClas suffix of a width, e.g. `1.0 -> "x1_0"`."""
-    return "x" + str(float(scale)).replace(".", "_")
-
-
-def stage_channels(scale: float) -> dict[str, int]:
-    """Output channels of the stem and of each stage for a width multiplier."""
-    channels = {"conv1": make_divisible(STEM_CHANNELS * scale)}
-    for stage, blocks in BLOCKS.items():
-        channels[stage] = make_divisible(blocks[-1][2] * scale)
-    return channels
+from keras_lcnet.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRETRAINED_TAGS,
+    VARIANTS,
+    find_preset,
+    variant_name,
+)
+from keras_lcnet.weights import load_weights
 
 
 def _normalize_stride(stride, what: str) -> tuple[int, int]:
@@ -277,10 +239,7 @@ def PPLCNet(
     strides = [_normalize_stride(s, f"stride_list[{i}]") for i, s in enumerate(stride_list)]
     input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
     if pretrained:
-        from keras_lcnet.weights import find_checkpoint
-
-        # Raises for widths or options without a published checkpoint.
-        find_checkpoint(scale, weights)
+        find_preset(scale, weights)  # raises for widths without a published checkpoint
         if channels != 3:
             raise ValueError(
                 f"`weights='{weights}'` needs 3 input channels, got input_shape={input_shape}."
@@ -343,8 +302,6 @@ def PPLCNet(
     model = keras.Model(inputs, x, name=name or f"PPLCNet_{variant_name(scale)}")
 
     if weights is not None:
-        from keras_lcnet.weights import load_weights
-
         load_weights(model, weights, scale=scale)
     return model
 

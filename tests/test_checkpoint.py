@@ -9,10 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 import keras_lcnet
-from keras_lcnet.paddle_checkpoint import CheckpointError, keras_path, read_pdparams
+from keras_lcnet.checkpoints.mapping import keras_path
+from keras_lcnet.checkpoints.pdparams import read_pdparams
+from keras_lcnet.errors import CheckpointError
 
 X0_25 = FIXTURES / "pplcnet_x0_25.pdparams"
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, IMAGES_DIR
+from helpers import FIXTURES, IMAGES_DIR
 
 import keras_lcnet
 from keras_lcnet.cli import build_parser, main

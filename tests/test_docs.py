@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import keras_lcnet
+from keras_lcnet.architecture import stage_channels
 from keras_lcnet.cli import build_parser
-from keras_lcnet.model import VARIANTS, stage_channels
-from keras_lcnet.weights import REGISTRY
+from keras_lcnet.presets import PRESETS, VARIANTS
 
 ROOT = pathlib.Path(__file__).parent.parent
 DOCS = ROOT / "docs"
@@ -99,7 +99,7 @@ def test_api_reference_entries_resolve(path):
 
 
 def test_model_zoo_accuracy_matches_the_registry():
-    published = {(e.variant, e.tag): e for e in REGISTRY}
+    published = {(e.variant, e.tag): e for e in PRESETS}
     rows = _table_rows(_page("models.md"), r"`PPLCNet_x\d_\d+`")
     assert [row[0].strip("`").removeprefix("PPLCNet_") for row in rows] == list(VARIANTS)
 

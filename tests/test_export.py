@@ -9,17 +9,17 @@ import numpy as np
 import onnx
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import FIXTURES, IMAGES_DIR, load_case, model_kwargs, relative_error
+from helpers import FIXTURES, IMAGES_DIR, load_case, model_kwargs, relative_error
 
-from keras_lcnet import onnx_graph
 from keras_lcnet.cli import main
-from keras_lcnet.export import (
+from keras_lcnet.deploy import (
     ExportError,
     export_litert,
     export_onnx,
     load_calibration,
     static_input_shape,
 )
+from keras_lcnet.deploy import onnx as onnx_export
 from keras_lcnet.model import PPLCNet
 
 CHECKPOINT = FIXTURES / "pplcnet_x0_25.pdparams"
@@ -200,7 +200,7 @@ def test_scalar_add_fix_keeps_one_transpose_and_is_scoped(tmp_path):
 
 def test_strict_export_raises_after_writing(case, tmp_path, monkeypatch):
     model, _, _ = case
-    monkeypatch.setattr("keras_lcnet.export.FLOAT32_TOLERANCE", 0.0)
+    monkeypatch.setattr("keras_lcnet.deploy.verify.FLOAT32_TOLERANCE", 0.0)
     path = tmp_path / "strict.onnx"
     with pytest.raises(ExportError, match="failed verification"):
         export_onnx(model, path)
@@ -224,9 +224,9 @@ def test_optimize_only_fuses_hard_sigmoid_with_slope_one_sixth():
             [helper.make_tensor_value_info("outputs", TensorProto.FLOAT, [1, 4])], inits)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
-    fused = onnx_graph.optimize(graph_with(1 / 6))
+    fused = onnx_export.optimize(graph_with(1 / 6))
     assert [n.op_type for n in fused.graph.node] == ["HardSigmoid"]
-    kept = onnx_graph.optimize(graph_with(0.2))
+    kept = onnx_export.optimize(graph_with(0.2))
     assert [n.op_type for n in kept.graph.node] == ["Add", "Clip", "Mul"]
 
 
@@ -263,7 +263,7 @@ def test_cli_export_int8_outputs_logits(tmp_path, capsys):
 )
 def test_cli_export_errors_exit_1(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("keras_lcnet.export.FLOAT32_TOLERANCE", -1.0)  # nothing passes
+    monkeypatch.setattr("keras_lcnet.deploy.verify.FLOAT32_TOLERANCE", -1.0)  # nothing passes
     assert main(["export", "--variant", "x0_25", "--weights", "none", *extra]) == 1
     err = capsys.readouterr().err
     assert message in err and err.startswith("keras-lcnet: error:")

@@ -11,8 +11,8 @@ import keras
 import pytest
 
 from keras_lcnet.cli import main
-from keras_lcnet.export import export_litert, export_onnx
-from keras_lcnet.latency import LatencyResult, Runner, cpu_model, measure
+from keras_lcnet.deploy import export_litert, export_onnx
+from keras_lcnet.deploy.latency import LatencyResult, Runner, cpu_model, measure
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ class _CountingRunner:
 
 
 def test_interleave_times_every_model_in_turns():
-    from keras_lcnet.latency import interleave
+    from keras_lcnet.deploy.latency import interleave
 
     log: list[str] = []
     runners = {key: _CountingRunner(key, log) for key in "abc"}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import load_case, run_python
+from helpers import load_case, run_python
 
 import keras_lcnet
-from keras_lcnet.model import VARIANTS, make_divisible, stage_channels
+from keras_lcnet.architecture import make_divisible, stage_channels
+from keras_lcnet.presets import VARIANTS
 
 # Learnable parameters of PaddleClas' PPLCNet with 1000 classes (porting notes,
 # counted on the reference structure); BN running statistics excluded.

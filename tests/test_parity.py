@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CASES, run_python
+from helpers import CASES, run_python
 
 TOLERANCE = 1e-4  # max |keras - paddle| / max |paddle|
 
 PARITY_SCRIPT = """
 import json, keras, numpy as np, keras_lcnet
-from conftest import CASES, load_case, model_kwargs, relative_error
+from helpers import CASES, load_case, model_kwargs, relative_error
 results = {"backend": keras.backend.backend()}
 for case in CASES:
     config, arrays = load_case(case)

@@ -8,12 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 import keras_lcnet
-from keras_lcnet import weights
-from keras_lcnet.model import VARIANTS
-from keras_lcnet.paddle_checkpoint import CheckpointError
+from keras_lcnet import presets, weights
+from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
+from keras_lcnet.presets import VARIANTS
 
 # A real PaddleClas x0_25 checkpoint with 8 classes stands in for the published
 # x0_25 file: with include_top=False the head is not used.
@@ -33,23 +33,23 @@ def _same_weights(a, b) -> bool:
 
 
 def test_registry_lists_every_published_checkpoint():
-    pairs = {(e.variant, e.tag) for e in weights.REGISTRY}
+    pairs = {(e.variant, e.tag) for e in presets.PRESETS}
     assert {v for v, t in pairs if t == "imagenet"} == set(VARIANTS)
     assert {v for v, t in pairs if t == "imagenet_ssld"} == {"x0_25", "x0_5", "x1_0", "x2_5"}
-    entry = weights.find_checkpoint(1.0, "imagenet_ssld")
+    entry = presets.find_preset(1.0, "imagenet_ssld")
     assert entry.url == (
         "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/legendary_models/"
         "PPLCNet_x1_0_ssld_pretrained.pdparams"
     )
-    assert weights.find_checkpoint("x2_5").file_name == "PPLCNet_x2_5_pretrained.pdparams"
-    assert weights.find_checkpoint("2_5").top1 == pytest.approx(76.60)
+    assert presets.find_preset("x2_5").file_name == "PPLCNet_x2_5_pretrained.pdparams"
+    assert presets.find_preset("2_5").top1 == pytest.approx(76.60)
 
 
 def test_unpublished_pair_lists_what_exists():
     with pytest.raises(
         ValueError, match=r"no 'imagenet_ssld' weights .* x0_35.*x1_0/imagenet_ssld"
     ):
-        weights.find_checkpoint(0.35, "imagenet_ssld")
+        presets.find_preset(0.35, "imagenet_ssld")
 
 
 def test_download_from_mirror_then_cached(keras_home, tmp_path):
@@ -72,10 +72,10 @@ def test_preplaced_file_is_used_without_network(keras_home):
 
 
 def test_offline_error_names_url_path_and_convert(keras_home):
-    with pytest.raises(weights.WeightsUnavailableError) as info:
+    with pytest.raises(WeightsUnavailableError) as info:
         _backbone()
     message = str(info.value)
-    assert weights.find_checkpoint(0.25).url in message  # the mirror URL in this test
+    assert weights.download_url(presets.find_preset(0.25)) in message  # the mirror in this test
     assert str(keras_home / "models" / IMAGENET_X0_25) in message
     assert "keras-lcnet convert" in message
     assert not list((keras_home / "models").glob("*"))

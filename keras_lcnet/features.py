@@ -6,9 +6,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_lcnet.model import BLOCKS, STAGES
-
-STEM = "conv1"
+from keras_lcnet.architecture import BLOCKS, STAGES, STEM
 
 
 def stage_output_layer(stage: str) -> str:

@@ -1,7 +1,7 @@
 """Single-image latency of exported models: LiteRT (XNNPACK) and onnxruntime on CPU.
 
 ```python
-from keras_lcnet.latency import measure
+from keras_lcnet.deploy.latency import measure
 
 result = measure("lcnet.tflite", num_threads=2)
 print(result.summary())  # median, p90, min, std, threads, runtime, CPU

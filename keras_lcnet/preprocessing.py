@@ -1,16 +1,12 @@
-"""ImageNet helpers: the input contract, PaddleClas' eval transform, labels."""
+"""Model inputs: PaddleClas' evaluation transform (`load_image`) and `preprocess_input`."""
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-from importlib import resources
 
 import keras
 import numpy as np
 
-NUM_CLASSES = 1000
 RESIZE_SHORT = 256
 CROP_SIZE = 224
 
@@ -34,48 +30,6 @@ def preprocess_input(x, data_format: str | None = None):
         Unchanged `numpy.array` or tensor.
     """
     return x
-
-
-@functools.cache
-def _class_index() -> dict[str, list[str]]:
-    text = resources.files("keras_lcnet").joinpath("data/imagenet_class_index.json").read_text()
-    return json.loads(text)
-
-
-def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]]:
-    """Decodes the prediction of an ImageNet model.
-
-    Works offline: the class index ships with the package.
-
-    Args:
-        preds: NumPy array or backend tensor encoding a batch of predictions,
-            shape `(samples, 1000)`.
-        top: Integer, how many top-guesses to return. Defaults to `5`.
-
-    Returns:
-        A list of lists of top class prediction tuples
-        `(class_name, class_description, score)`. One list of tuples per
-        sample in batch input.
-
-    Raises:
-        ValueError: In case of invalid shape of the `preds` array (must be 2D,
-            `(samples, 1000)`).
-    """
-    preds = np.asarray(keras.ops.convert_to_numpy(preds))
-    if preds.ndim != 2 or preds.shape[1] != NUM_CLASSES:
-        raise ValueError(
-            "`decode_predictions` expects a batch of predictions (i.e. a 2D "
-            f"array of shape (samples, {NUM_CLASSES})). Received array with "
-            f"shape: {preds.shape}"
-        )
-    if not isinstance(top, int) or top < 1:
-        raise ValueError(f"`top` must be a positive integer, got {top!r}.")
-    index = _class_index()
-    results = []
-    for pred in preds:
-        top_indices = np.argsort(pred)[::-1][:top]
-        results.append([(*index[str(i)], float(pred[i])) for i in top_indices])
-    return results
 
 
 def load_image(

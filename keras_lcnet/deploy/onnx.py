@@ -1,4 +1,4 @@
-"""Keras -> ONNX through tf2onnx, then clean-up passes on the ONNX graph.
+"""ONNX export: Keras -> tf2onnx -> clean-up passes, verified with onnxruntime.
 
 tf2onnx converts the TensorFlow graph node by node: batch norm arrives as
 `Mul`/`Add` after each convolution, h-swish as `Add`/`Clip`/`Mul`/`Mul`, and
@@ -11,8 +11,24 @@ layout Transpose to the input (or drop it for NCHW input).
 from __future__ import annotations
 
 import contextlib
+import os
 
+import keras
 import numpy as np
+
+from keras_lcnet.deploy import verify
+from keras_lcnet.deploy.audit import audit_onnx
+from keras_lcnet.deploy.verify import (
+    ExportReport,
+    batches,
+    check_backend,
+    check_output_path,
+    compare,
+    finish,
+    keras_outputs,
+    static_input_shape,
+    verification_data,
+)
 
 MIN_OPSET = 14  # ONNX HardSwish exists from opset 14
 MAX_OPSET = 18  # the newest opset tf2onnx 1.17 emits
@@ -445,3 +461,74 @@ class _Graph:
         used = {name for node in self.graph.node for name in node.input}
         for init in [i for i in self.graph.initializer if i.name not in used]:
             self.graph.initializer.remove(init)
+
+
+def export_onnx(
+    model: keras.Model,
+    path: str | os.PathLike,
+    opset: int = 17,
+    nchw_input: bool = False,
+    batch_size: int = 1,
+    image_size: int | tuple[int, int] | None = None,
+    verification=None,
+    strict: bool = True,
+) -> ExportReport:
+    """Exports a Keras model to ONNX with tf2onnx and verifies it with onnxruntime.
+
+    The graph is cleaned up after tf2onnx (see `optimize`):
+    batch norm and padding folded into `Conv`, h-swish and hard-sigmoid as
+    native `HardSwish` / `HardSigmoid(alpha=1/6)`, one `Transpose` from the
+    NHWC input (none with `nchw_input=True`). It must match Keras within
+    `FLOAT32_TOLERANCE`.
+
+    Args:
+        model: A Keras model with one image input, on the TensorFlow backend.
+        path: Output file, ending in `.onnx`.
+        opset: ONNX opset, 14 to 18.
+        nchw_input: Whether the ONNX model takes `(batch, channels, height,
+            width)` images.
+        batch_size: Static batch size.
+        image_size: Input height and width where the model leaves them open
+            (default 224).
+        verification: Inputs to compare on (see `load_calibration`);
+            default: four random-pixel images.
+        strict: Raise `ExportError` when verification fails.
+
+    Returns:
+        An `ExportReport`. The ONNX input is named `"images"`, the output
+        `"outputs"`.
+
+    Raises:
+        ValueError: Invalid arguments.
+        ExportError: The file was written but failed verification (`strict`).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    check_backend()
+    path = check_output_path(path, ".onnx")
+    input_shape = static_input_shape(model, batch_size, image_size)
+    proto = convert(model, input_shape, opset=opset, nchw_input=nchw_input)
+    onnx.save(proto, path)
+
+    data, described = verification_data(None, verification, input_shape)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = []
+    for batch, pad in batches(data, batch_size):
+        feed = batch.transpose(0, 3, 1, 2) if nchw_input else batch
+        outputs.append(session.run(None, {INPUT_NAME: feed})[0][: len(batch) - pad])
+    agreement = compare(
+        np.concatenate(outputs), keras_outputs(model, data, batch_size), described
+    )
+    b, h, w, c = input_shape
+    report = ExportReport(
+        path=path,
+        format="onnx",
+        quantize=None,
+        input_shape=(b, c, h, w) if nchw_input else input_shape,
+        input_dtype="float32",
+        agreement=agreement,
+        audit=audit_onnx(proto, max_transposes=0 if nchw_input else 1),
+        tolerance=verify.FLOAT32_TOLERANCE,
+    )
+    return finish(report, strict)

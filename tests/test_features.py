@@ -7,10 +7,11 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import FIXTURES, load_case, run_python
+from helpers import FIXTURES, load_case, run_python
 
 import keras_lcnet
-from keras_lcnet.model import VARIANTS, make_divisible
+from keras_lcnet.architecture import make_divisible
+from keras_lcnet.presets import VARIANTS
 
 STAGE_BASE_CHANNELS = {"blocks2": 32, "blocks3": 64, "blocks4": 128, "blocks5": 256, "blocks6": 512}
 STAGE_STRIDES = {"blocks2": 2, "blocks3": 4, "blocks4": 8, "blocks5": 16, "blocks6": 32}

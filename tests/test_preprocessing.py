@@ -109,7 +109,7 @@ def test_decode_predictions_rejects_other_shapes(shape):
 
 
 def test_class_index_is_the_imagenet_order():
-    from keras_lcnet.imagenet import _class_index
+    from keras_lcnet.decode import _class_index
 
     index = _class_index()
     wnids = [index[str(i)][0] for i in range(1000)]

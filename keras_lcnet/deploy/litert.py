@@ -1,0 +1,198 @@
+"""LiteRT (`.tflite`) export: float32 and quantized recipes, verified with `ai-edge-litert`."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lcnet.deploy import verify
+from keras_lcnet.deploy.audit import audit_litert
+from keras_lcnet.deploy.verify import (
+    ExportReport,
+    batches,
+    check_backend,
+    check_output_path,
+    compare,
+    finish,
+    keras_outputs,
+    load_calibration,
+    static_input_shape,
+    verification_data,
+)
+from keras_lcnet.layers import HardSwish
+
+QUANTIZE_MODES = ("float16", "dynamic", "int8")
+
+
+class _Int8HardSwish(keras.layers.Layer):
+    """h-swish as `(x / 6) * relu6(x + 3)`, for full-integer LiteRT models only.
+
+    The converter fuses `x * relu6(x + 3) / 6` into `HARD_SWISH`, which
+    XNNPACK (ai-edge-litert 2.3) runs for float tensors only: in an int8
+    model every h-swish would fall back to the builtin kernel and cut the
+    graph into ~30 partitions. This grouping is left unfused, and XNNPACK
+    runs its `ADD` (with fused `RELU6`) and `MUL`s in int8.
+    """
+
+    def call(self, inputs):
+        return (inputs * (1.0 / 6.0)) * ops.relu6(inputs + 3.0)
+
+
+def _is_hard_swish(layer) -> bool:
+    if isinstance(layer, HardSwish):
+        return True
+    return isinstance(layer, keras.layers.Activation) and layer.get_config().get(
+        "activation") in ("hard_swish", "hard_silu")
+
+
+def _int8_friendly(model: keras.Model) -> keras.Model:
+    """A copy of `model` with `_Int8HardSwish` for every h-swish layer.
+
+    Only Functional and Sequential models can be rebuilt; others are
+    returned as they are (the audit then shows any undelegated op).
+    """
+    def clone(layer):
+        if _is_hard_swish(layer):
+            return _Int8HardSwish(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone)
+    except ValueError:  # subclassed model
+        return model
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _run_litert(path: str, data: np.ndarray, batch_size: int):
+    """The model's outputs on `data`, and its input quantization if integer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    result = interpreter.get_output_details()[0]
+    quantization = None
+    if np.issubdtype(source["dtype"], np.integer):
+        quantization = (float(source["quantization"][0]), int(source["quantization"][1]))
+    outputs = []
+    for batch, pad in batches(data, batch_size):
+        if quantization:
+            scale, zero_point = quantization
+            info = np.iinfo(source["dtype"])
+            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
+        interpreter.set_tensor(source["index"], batch.astype(source["dtype"]))
+        interpreter.invoke()
+        output = interpreter.get_tensor(result["index"]).astype(np.float32)
+        if np.issubdtype(result["dtype"], np.integer):
+            scale, zero_point = result["quantization"]
+            output = (output - zero_point) * scale
+        outputs.append(output[: len(batch) - pad])
+    return np.concatenate(outputs), quantization
+
+
+def export_litert(
+    model: keras.Model,
+    path: str | os.PathLike,
+    quantize: str | None = None,
+    calibration=None,
+    uint8_input: bool = False,
+    batch_size: int = 1,
+    image_size: int | tuple[int, int] | None = None,
+    verification=None,
+    strict: bool = True,
+) -> ExportReport:
+    """Exports a Keras model to a LiteRT (`.tflite`) file and verifies it.
+
+    The graph has a static input shape (so XNNPACK takes it as one
+    partition) and builtin ops only (no Select TF / Flex ops); h-swish stays
+    the native `HARD_SWISH` in float models. The written file is run by
+    `ai-edge-litert`'s interpreter, compared with `model`, and audited
+    (op list, XNNPACK partitions).
+
+    Quantization recipes:
+    - `None`: float32. Must match Keras within `FLOAT32_TOLERANCE`.
+    - `"float16"`: float16 weights, float32 compute.
+    - `"dynamic"`: int8 weights, activations quantized on the fly. XNNPACK in
+      ai-edge-litert 2.3 has no such depthwise kernel, so this recipe fails
+      the delegation audit (use `strict=False` to keep it anyway).
+    - `"int8"`: full-integer, calibrated on `calibration`. h-swish is
+      rewritten with int8 ops XNNPACK delegates (see `_Int8HardSwish`).
+      Keep class scores as logits (`classifier_activation=None`):
+      XNNPACK has no int8 softmax.
+
+    Args:
+        model: A Keras model with one image input, on the TensorFlow backend.
+        path: Output file, ending in `.tflite`.
+        quantize: `None`, `"float16"`, `"dynamic"` or `"int8"`.
+        calibration: Representative inputs (required for `"int8"`): a folder
+            of images, or an array / iterable of arrays of model inputs; see
+            `load_calibration`. Also the verification inputs.
+        uint8_input: For `"int8"`: take uint8 pixels instead of float32.
+        batch_size: Static batch size.
+        image_size: Input height and width where the model leaves them open
+            (default 224).
+        verification: Inputs to compare on, like `calibration`; default: the
+            calibration inputs, else four random-pixel images.
+        strict: Raise `ExportError` when verification fails.
+
+    Returns:
+        An `ExportReport` (its `summary()` is the printable report).
+
+    Raises:
+        ValueError: Invalid arguments.
+        ExportError: The file was written but failed verification (`strict`).
+    """
+    import tensorflow as tf
+
+    check_backend()
+    path = check_output_path(path, ".tflite")
+    if quantize not in (None, *QUANTIZE_MODES):
+        raise ValueError(
+            f"`quantize` must be None (float32) or one of {QUANTIZE_MODES}, got {quantize!r}."
+        )
+    if uint8_input and quantize != "int8":
+        raise ValueError("`uint8_input=True` needs `quantize='int8'` (a full-integer model).")
+    if quantize == "int8" and calibration is None:
+        raise ValueError(
+            "`quantize='int8'` needs `calibration`: a folder of representative images or "
+            "an array of model inputs (a few hundred images is typical)."
+        )
+    input_shape = static_input_shape(model, batch_size, image_size)
+    if calibration is not None:
+        calibration = load_calibration(calibration, input_shape)
+
+    options: dict = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    exported = model
+    if quantize is not None:
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        options["target_spec"]["supported_types"] = [tf.float16]
+    if quantize == "int8":
+        exported = _int8_friendly(model)
+        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+        options["representative_dataset"] = lambda: (
+            [batch] for batch, _ in batches(calibration, batch_size))
+        if uint8_input:
+            options["inference_input_type"] = tf.uint8
+    spec = tf.TensorSpec(input_shape, tf.float32, name="images")
+    exported.export(path, format="litert", input_signature=[spec], verbose=False, **options)
+
+    data, described = verification_data(calibration, verification, input_shape)
+    outputs, input_quantization = _run_litert(path, data, batch_size)
+    agreement = compare(outputs, keras_outputs(model, data, batch_size), described)
+    report = ExportReport(
+        path=path,
+        format="litert",
+        quantize=quantize,
+        input_shape=input_shape,
+        input_dtype="uint8" if uint8_input else "float32",
+        agreement=agreement,
+        audit=audit_litert(path),
+        tolerance=verify.FLOAT32_TOLERANCE if quantize is None else None,
+        input_quantization=input_quantization,
+    )
+    return finish(report, strict)
