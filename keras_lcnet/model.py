@@ -17,6 +17,8 @@ from keras_lcnet.architecture import (
     BLOCKS,
     BN_EPSILON,
     BN_MOMENTUM,
+    CLASS_EXPAND,
+    DEFAULT_STRIDES,
     MIN_INPUT_SIZE,
     STEM_CHANNELS,
     make_divisible,
@@ -146,9 +148,9 @@ def PPLCNet(
     classifier_activation: str | None = "softmax",
     include_preprocessing: bool = True,
     dropout_rate: float = 0.2,
-    stride_list=(2, 2, 2, 2, 2),
+    stride_list=DEFAULT_STRIDES,
     use_last_conv: bool = True,
-    class_expand: int = 1280,
+    class_expand: int = CLASS_EXPAND,
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the PP-LCNet architecture.
@@ -244,7 +246,7 @@ def PPLCNet(
             raise ValueError(
                 f"`weights='{weights}'` needs 3 input channels, got input_shape={input_shape}."
             )
-        default_head = (strides, use_last_conv, class_expand) == ([(2, 2)] * 5, True, 1280)
+        default_head = (strides, use_last_conv, class_expand) == ([(2, 2)] * 5, True, CLASS_EXPAND)
         if not default_head:
             raise ValueError(
                 f"`weights='{weights}'` needs the default `stride_list`, `use_last_conv` "
@@ -319,6 +321,9 @@ def _named_constructor(variant: str):
         classifier_activation: str | None = "softmax",
         include_preprocessing: bool = True,
         dropout_rate: float = 0.2,
+        stride_list=DEFAULT_STRIDES,
+        use_last_conv: bool = True,
+        class_expand: int = CLASS_EXPAND,
         name: str | None = None,
     ) -> keras.Model:
         return PPLCNet(
@@ -332,6 +337,9 @@ def _named_constructor(variant: str):
             classifier_activation=classifier_activation,
             include_preprocessing=include_preprocessing,
             dropout_rate=dropout_rate,
+            stride_list=stride_list,
+            use_last_conv=use_last_conv,
+            class_expand=class_expand,
             name=name,
         )
 
@@ -356,7 +364,12 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNet {variant} (width multiplier {scale})
         classifier_activation: Activation of the top layer; `None` for logits.
         include_preprocessing: Whether the model takes `[0, 255]` RGB pixels
             and normalizes them itself.
-        dropout_rate: Dropout rate before the classifier.
+        dropout_rate: Dropout rate before the classifier (the checkpoint's
+            `dropout_prob`).
+        stride_list: PaddleClas' `stride_list` (stem, then the first block of
+            `blocks3`..`blocks6`; 2-D entries such as `[2, 1]` allowed).
+        use_last_conv: Whether the head has the 1x1 conv to `class_expand`.
+        class_expand: Channels of the head's 1x1 conv.
         name: Model name.
 
     Returns:
