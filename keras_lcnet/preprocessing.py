@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numbers
 import os
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 RESIZE_SHORT = 256
 CROP_SIZE = 224
@@ -47,51 +52,135 @@ def load_image(
     result holds RGB pixels in `[0, 255]`, the input contract of models built
     with `include_preprocessing=True`.
 
+    Only the cropped pixels are interpolated, so memory stays within a few
+    times the decoded image whatever its aspect ratio. 16-bit images keep
+    their high byte, like OpenCV's `cv2.imread`; floating-point images and
+    32-bit integer images beyond the 16-bit range are refused, since no
+    8-bit scale is defined for them.
+
     Args:
         path: Path of an image file Pillow can read.
         size: Side of the square center crop. Defaults to 224.
-        resize_short: Length of the short side after resizing. Defaults to 256.
+        resize_short: Length of the short side after resizing, at least
+            `size`. Defaults to 256.
         data_format: `"channels_last"` or `"channels_first"` layout of the
             result; defaults to `keras.config.image_data_format()`.
 
     Returns:
-        A float32 array of shape `(1, size, size, 3)` (channels last).
+        A float32 array of shape `(1, size, size, 3)`, or `(1, 3, size, size)`
+        for `"channels_first"`.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
-        ValueError: The file is not a readable image, or the sizes are
-            inconsistent.
+        FileNotFoundError: `path` is not a file.
+        ValueError: The file is not a readable image, has more pixels than
+            Pillow's `PIL.Image.MAX_IMAGE_PIXELS` allows, or has no 8-bit
+            scale; or the arguments are invalid.
     """
+    _check_sizes(size, resize_short)
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            f"`data_format` must be None, 'channels_last' or 'channels_first', got {data_format!r}."
+        )
+    pixels = _read_rgb8(os.fspath(path))
+    crop = _resized_center_crop(pixels, int(size), int(resize_short))[None]
+    if data_format == "channels_first":
+        crop = crop.transpose(0, 3, 1, 2)
+    return crop
+
+
+def _check_sizes(size, resize_short) -> None:
+    for name, value in (("size", size), ("resize_short", resize_short)):
+        # bool is an Integral, but `size=True` is surely a mistake.
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if resize_short < size:
+        raise ValueError(
+            f"`resize_short` ({resize_short}) must be at least `size` ({size}): "
+            "the crop is cut from the resized image."
+        )
+
+
+def _read_rgb8(path: str) -> np.ndarray:
+    """Decodes `path` to a uint8 `(height, width, 3)` RGB array."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if size < 1 or resize_short < size:
-        raise ValueError(
-            f"Need 1 <= size <= resize_short, got size={size}, resize_short={resize_short}."
-        )
-    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No image file at {path!r}.")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            pixels = np.asarray(img, dtype=np.float32)
+            return _to_rgb8(ImageOps.exif_transpose(img), path)
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"Refusing to decode {path!r}: {e} If you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS (Pillow refuses twice its value) or set it to None."
+        ) from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"Cannot read {path!r} as an image: {e}") from None
+
+
+def _to_rgb8(img: Image.Image, path: str) -> np.ndarray:
+    """8-bit RGB pixels of a Pillow image; deep grey images keep their high byte."""
+    if img.mode == "F":
+        raise ValueError(
+            f"{path!r} holds floating-point pixels, which have no standard 8-bit scale "
+            "(OpenCV cannot read them either); convert it to an 8- or 16-bit image."
+        )
+    if img.mode != "I" and not img.mode.startswith("I;16"):
+        # Pillow already reduces 16-bit RGB(A) PNGs to their high byte, as OpenCV does.
+        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    # Pillow opens 16-bit grey PNGs as "I;16" and 16-bit PGMs as "I", and its
+    # own conversion clips them to 255. OpenCV's `cv2.imread` (PaddleClas'
+    # decoder) keeps the high byte of 16-bit samples; so do we.
+    deep = np.asarray(img)
+    if deep.min() < 0 or deep.max() > 65535:
+        raise ValueError(
+            f"{path!r} holds 32-bit integer pixels outside the 16-bit range, which have "
+            "no standard 8-bit scale; convert it to an 8- or 16-bit image."
+        )
+    grey = (deep >> 8).astype(np.uint8)
+    return np.broadcast_to(grey[..., None], (*grey.shape, 3))
+
+
+def _resized_center_crop(pixels: np.ndarray, size: int, resize_short: int) -> np.ndarray:
+    """Resizes `pixels` so the short side is `resize_short`, then center-crops `size`.
+
+    Bilinear interpolation reads at most 2x2 source pixels per output pixel,
+    so only the `size` x `size` cropped output pixels are computed: memory
+    does not grow with the resized image, which is 256 x 307200 for a
+    1200 x 1 strip. The float32 arithmetic is that of TensorFlow's bilinear
+    kernel (`keras.ops.image.resize` there), so the result equals resizing
+    the whole image and cropping, bit for bit.
+    """
     height, width = pixels.shape[:2]
     percent = resize_short / min(height, width)
-    new_size = (round(height * percent), round(width * percent))
-    resized = keras.ops.image.resize(
-        pixels,
-        new_size,
-        interpolation="bilinear",
-        antialias=False,
-        data_format="channels_last",
-    )
-    resized = np.clip(np.round(keras.ops.convert_to_numpy(resized)), 0, 255)
-    top = (new_size[0] - size) // 2
-    left = (new_size[1] - size) // 2
-    crop = resized[top : top + size, left : left + size].astype(np.float32)[None]
-    data_format = data_format or keras.config.image_data_format()
-    if data_format == "channels_first":
-        crop = crop.transpose(0, 3, 1, 2)
-    return crop
+    new_height, new_width = round(height * percent), round(width * percent)
+    row0, row1, y_weight = _bilinear_taps(height, new_height, (new_height - size) // 2, size)
+    col0, col1, x_weight = _bilinear_taps(width, new_width, (new_width - size) // 2, size)
+
+    def along_x(rows: np.ndarray) -> np.ndarray:
+        left = pixels[np.ix_(rows, col0)].astype(np.float32)
+        right = pixels[np.ix_(rows, col1)].astype(np.float32)
+        return left + (right - left) * x_weight[:, None]
+
+    # Same operations in the same order as TensorFlow: along x, then along y.
+    top, bottom = along_x(row0), along_x(row1)
+    return np.round(top + (bottom - top) * y_weight[:, None, None])
+
+
+def _bilinear_taps(
+    in_size: int, out_size: int, start: int, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of output pixels `start .. start + count - 1`.
+
+    Half-pixel centers, clamped at the borders, in float32 exactly as
+    TensorFlow's `ResizeBilinear` computes them.
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    out = np.arange(start, start + count).astype(np.float32)
+    source = (out + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(source)
+    high = np.minimum(np.ceil(source).astype(np.int64), in_size - 1)
+    low = np.minimum(np.maximum(floor.astype(np.int64), 0), high)
+    return low, high, source - floor
