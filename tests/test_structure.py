@@ -1,4 +1,4 @@
-"""The package stays one clear house: no import cycles, data modules import nothing, short functions."""
+"""The package stays one clear house: no import cycles, lean data modules, short functions."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return path[path.index(target) :] + [target]
+                return [*path[path.index(target) :], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         state[node] = 2

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
-from keras_lcnet.model import BLOCKS, stage_channels
+from keras_lcnet.architecture import BLOCKS, stage_channels
 
 OUT = pathlib.Path(__file__).parents[1] / "assets" / "architecture.png"
 SCALE, INPUT = 1.0, 224
