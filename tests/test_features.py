@@ -10,7 +10,8 @@ import pytest
 from helpers import FIXTURES, load_case, run_python
 
 import keras_lcnet
-from keras_lcnet.architecture import make_divisible
+from keras_lcnet.architecture import STAGES, STEM, make_divisible
+from keras_lcnet.model import _build_features, stage_output_layer
 from keras_lcnet.presets import VARIANTS
 
 STAGE_BASE_CHANNELS = {"blocks2": 32, "blocks3": 64, "blocks4": 128, "blocks5": 256, "blocks6": 512}
@@ -33,6 +34,16 @@ def test_stage_shapes_per_width(variant):
             320 // stride,
             make_divisible(STAGE_BASE_CHANNELS[stage] * scale),
         )
+
+
+def test_builder_stage_outputs_are_the_named_stage_output_layers():
+    # feature_extractor and freeze_backbone find stages by these names only.
+    inputs = keras.Input((64, 64, 3))
+    features = _build_features(inputs, 0.25, [(2, 2)] * 5, include_preprocessing=True)
+    assert list(features) == [STEM, *STAGES]
+    model = keras.Model(inputs, features)
+    for stage, tensor in features.items():
+        assert model.get_layer(stage_output_layer(stage)).output is tensor, stage
 
 
 def test_features_share_weights_and_match_the_backbone():
