@@ -8,7 +8,10 @@ Reference:
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+from collections.abc import Iterable
 
 import keras
 from keras import layers
@@ -77,15 +80,21 @@ def _validate_top_args(weights, include_top, classes, classifier_activation, poo
         )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if not isinstance(classes, int) or classes < 1:
+    # bool is an int: `classes=True` would silently build a one-class head.
+    if not _is_int(classes) or classes < 1:
         raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
 
 
 def _validate_hyperparameters(scale, dropout_rate, class_expand) -> None:
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
-    if not isinstance(scale, (int, float)) or scale <= 0:
+    # bool is an int; numbers.Real admits NumPy floats; NaN fails the range checks.
+    valid_rate = isinstance(dropout_rate, numbers.Real) and not isinstance(dropout_rate, bool)
+    if not valid_rate or not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"`dropout_rate` must be a number in [0, 1), got {dropout_rate!r}.")
+    valid_scale = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if not valid_scale or not 0 < scale < math.inf:
         raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
+    if not _is_int(class_expand) or class_expand < 1:
+        raise ValueError(f"`class_expand` must be a positive integer, got {class_expand!r}.")
 
 
 def _normalize_stride(stride, what: str) -> tuple[int, int]:
@@ -111,13 +120,19 @@ def _resolve_strides(stride_list) -> list[tuple[int, int]]:
     return [_normalize_stride(s, f"stride_list[{i}]") for i, s in enumerate(stride_list)]
 
 
+def _is_size(size) -> bool:
+    # Keras takes NumPy integers in shapes too.
+    return isinstance(size, numbers.Integral) and not isinstance(size, bool)
+
+
 def _resolve_input_shape(input_shape, input_tensor, include_preprocessing):
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
         input_shape = (None, None, 3) if _channel_axis() == -1 else (3, None, None)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
+    if isinstance(input_shape, Iterable) and not isinstance(input_shape, str):
+        input_shape = tuple(input_shape)
+    if not isinstance(input_shape, tuple) or len(input_shape) != 3:
         raise ValueError(
             "`input_shape` must be (height, width, channels) (or channels first "
             f"under that data format), got {input_shape!r}."
@@ -126,6 +141,12 @@ def _resolve_input_shape(input_shape, input_tensor, include_preprocessing):
         rows, cols, channels = input_shape
     else:
         channels, rows, cols = input_shape
+    sizes_ok = all(s is None or _is_size(s) for s in (rows, cols))
+    if not sizes_ok or not _is_size(channels) or channels < 1:
+        raise ValueError(
+            "`input_shape` must hold ints: height and width (or None for any size) "
+            f"and a positive channel count. Received: input_shape={input_shape}"
+        )
     for size in (rows, cols):
         if size is not None and size < MIN_INPUT_SIZE:
             raise ValueError(
