@@ -25,7 +25,8 @@ def _stage_output_layer(model: keras.Model, stage: str) -> keras.layers.Layer:
         return model.get_layer(name)
     except ValueError:
         raise ValueError(
-            f"{model.name!r} has no layer {name!r}: pass a model built by keras_lcnet.PPLCNet."
+            f"{model.name!r} has no layer {name!r}: pass a model built by "
+            "keras_lcnet.PPLCNet itself, not one that wraps it."
         ) from None
 
 
@@ -55,7 +56,7 @@ def feature_extractor(model: keras.Model, stages: Sequence[str] | None = None) -
 
     Raises:
         ValueError: An unknown stage name, or a model not built by
-            `keras_lcnet.PPLCNet`.
+            `keras_lcnet.PPLCNet` (it lacks the stage's output layer).
     """
     stages = list(STAGES if stages is None else stages)
     _check_stages(stages, STAGES)
@@ -74,6 +75,11 @@ def freeze_backbone(
     statistics learned on ImageNet are kept, as Keras' transfer-learning
     guide recommends for small datasets. Compile the model after calling this.
 
+    Like `feature_extractor`, it takes only a model built by
+    `keras_lcnet.PPLCNet` (or a feature extractor of one): another
+    architecture, or a model that holds a PP-LCNet as one of its layers, is
+    refused before anything is frozen.
+
     Args:
         model: A model built by `keras_lcnet.PPLCNet`.
         up_to: Last frozen stage: `"conv1"` (the stem only) or `"blocks2"` ...
@@ -83,9 +89,15 @@ def freeze_backbone(
 
     Returns:
         `model`, changed in place.
+
+    Raises:
+        ValueError: An unknown stage name, or a model without PP-LCNet's stem
+            and stage layers.
     """
     order = (STEM, *STAGES)
     _check_stages([up_to], order)
+    for stage in order:  # refuse before changing anything
+        _stage_output_layer(model, stage)
     frozen = order[: order.index(up_to) + 1]
     for layer in model.layers:
         stage = layer.name.split("_")[0]

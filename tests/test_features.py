@@ -136,6 +136,32 @@ def test_freeze_backbone_rejects_unknown_stage():
         keras_lcnet.freeze_backbone(model, up_to="head")
 
 
+@pytest.mark.parametrize("kind", ["mobilenet", "sequential", "wrapped"])
+def test_freeze_backbone_refuses_other_models_and_freezes_nothing(kind):
+    if kind == "mobilenet":
+        model = keras.applications.MobileNetV3Small(weights=None, input_shape=(64, 64, 3))
+    elif kind == "sequential":
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.BatchNormalization()])
+    else:  # the backbone nested in a bigger model: its layers are not the model's
+        backbone = keras_lcnet.PPLCNet_x0_25(weights=None, include_top=False, pooling="avg")
+        inputs = keras.Input((64, 64, 3))
+        model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
+    before = [v.path for v in model.trainable_weights]
+    assert before
+    with pytest.raises(ValueError, match=re.escape("built by keras_lcnet.PPLCNet")) as info:
+        keras_lcnet.freeze_backbone(model)
+    assert "\n" not in str(info.value)
+    assert [v.path for v in model.trainable_weights] == before
+
+
+def test_freeze_backbone_accepts_a_feature_extractor():
+    base = keras_lcnet.PPLCNet_x0_25(weights=None, include_top=False)
+    features = keras_lcnet.feature_extractor(base)
+    keras_lcnet.freeze_backbone(features, up_to="blocks3")
+    assert not features.get_layer("blocks3_1_pw_conv").trainable
+    assert features.get_layer("blocks4_0_dw_conv").trainable
+
+
 def test_feature_extraction_example_smoke():
     proc = run_python(
         "import runpy, sys; sys.argv = ['feature_extraction.py', '--smoke'];"
