@@ -48,7 +48,7 @@ def _channel_axis() -> int:
     return -1 if keras.config.image_data_format() == "channels_last" else 1
 
 
-# Argument resolution. The checks run in this order, before any layer is built.
+# Argument resolution: everything is checked before the first layer is built.
 
 
 def _validate_weights_arg(weights) -> None:
@@ -125,7 +125,9 @@ def _is_size(size) -> bool:
     return isinstance(size, numbers.Integral) and not isinstance(size, bool)
 
 
-def _resolve_input_shape(input_shape, input_tensor, include_preprocessing):
+def _resolve_input_shape(
+    input_shape, input_tensor, include_preprocessing: bool
+) -> tuple[tuple, int]:
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
@@ -163,8 +165,14 @@ def _resolve_input_shape(input_shape, input_tensor, include_preprocessing):
 
 
 def _validate_pretrained(
-    weights, scale, input_shape, channels, strides, use_last_conv, class_expand
-):
+    weights: str,
+    scale: float,
+    input_shape: tuple,
+    channels: int,
+    strides: list[tuple[int, int]],
+    use_last_conv: bool,
+    class_expand: int,
+) -> None:
     """What a published checkpoint fixes: its width, 3 channels and the default head."""
     find_preset(scale, weights)  # raises for widths without a published checkpoint
     if channels != 3:
@@ -241,7 +249,12 @@ def stage_output_layer(stage: str) -> str:
     return f"{stage}_{len(BLOCKS[stage]) - 1}_pw_conv_act"
 
 
-def _build_features(x, scale: float, strides: list[tuple[int, int]], include_preprocessing: bool):
+def _build_features(
+    x: keras.KerasTensor,
+    scale: float,
+    strides: list[tuple[int, int]],
+    include_preprocessing: bool,
+) -> dict[str, keras.KerasTensor]:
     """[Normalization] -> stem -> blocks2..blocks6: the backbone.
 
     Returns:
@@ -277,15 +290,15 @@ def _build_features(x, scale: float, strides: list[tuple[int, int]], include_pre
 
 
 def _build_head(
-    x,
-    include_top,
-    pooling,
-    classes,
+    x: keras.KerasTensor,
+    include_top: bool,
+    pooling: str | None,
+    classes: int,
     classifier_activation,
-    dropout_rate,
-    use_last_conv,
-    class_expand,
-):
+    dropout_rate: float,
+    use_last_conv: bool,
+    class_expand: int,
+) -> keras.KerasTensor:
     """PaddleClas' head (pool -> [1x1 conv -> hard-swish -> dropout] -> fc), or `pooling`."""
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
@@ -304,7 +317,7 @@ def _build_head(
     return x
 
 
-def _image_input(input_tensor, input_shape):
+def _image_input(input_tensor, input_shape: tuple) -> keras.KerasTensor:
     if input_tensor is None:
         return layers.Input(shape=input_shape)
     if not keras.backend.is_keras_tensor(input_tensor):
