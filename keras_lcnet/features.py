@@ -6,12 +6,8 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_lcnet.architecture import BLOCKS, STAGES, STEM
-
-
-def stage_output_layer(stage: str) -> str:
-    """Name of the layer whose output is a stage's feature map (PaddleClas' stage output)."""
-    return f"{stage}_{len(BLOCKS[stage]) - 1}_pw_conv_act"
+from keras_lcnet.architecture import STAGES, STEM
+from keras_lcnet.model import stage_output_layer
 
 
 def _check_stages(stages: Sequence[str], allowed: Sequence[str]) -> None:
@@ -20,6 +16,18 @@ def _check_stages(stages: Sequence[str], allowed: Sequence[str]) -> None:
         raise ValueError(
             f"Unknown stage(s) {unknown or list(stages)}; choose from {list(allowed)}."
         )
+
+
+def _stage_output_layer(model: keras.Model, stage: str) -> keras.layers.Layer:
+    """The layer ending `stage` in `model`; refuses a model not built by keras_lcnet."""
+    name = stage_output_layer(stage)
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ValueError(
+            f"{model.name!r} has no layer {name!r}: pass a model built by "
+            "keras_lcnet.PPLCNet itself, not one that wraps it."
+        ) from None
 
 
 def feature_extractor(model: keras.Model, stages: Sequence[str] | None = None) -> keras.Model:
@@ -48,19 +56,11 @@ def feature_extractor(model: keras.Model, stages: Sequence[str] | None = None) -
 
     Raises:
         ValueError: An unknown stage name, or a model not built by
-            `keras_lcnet.PPLCNet`.
+            `keras_lcnet.PPLCNet` (it lacks the stage's output layer).
     """
     stages = list(STAGES if stages is None else stages)
     _check_stages(stages, STAGES)
-    outputs = {}
-    for stage in stages:
-        try:
-            outputs[stage] = model.get_layer(stage_output_layer(stage)).output
-        except ValueError:
-            raise ValueError(
-                f"{model.name!r} has no layer {stage_output_layer(stage)!r}: pass a model "
-                "built by keras_lcnet.PPLCNet."
-            ) from None
+    outputs = {stage: _stage_output_layer(model, stage).output for stage in stages}
     return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
@@ -75,6 +75,11 @@ def freeze_backbone(
     statistics learned on ImageNet are kept, as Keras' transfer-learning
     guide recommends for small datasets. Compile the model after calling this.
 
+    Like `feature_extractor`, it takes only a model built by
+    `keras_lcnet.PPLCNet` (or a feature extractor of one): another
+    architecture, or a model that holds a PP-LCNet as one of its layers, is
+    refused before anything is frozen.
+
     Args:
         model: A model built by `keras_lcnet.PPLCNet`.
         up_to: Last frozen stage: `"conv1"` (the stem only) or `"blocks2"` ...
@@ -84,9 +89,15 @@ def freeze_backbone(
 
     Returns:
         `model`, changed in place.
+
+    Raises:
+        ValueError: An unknown stage name, or a model without PP-LCNet's stem
+            and stage layers.
     """
     order = (STEM, *STAGES)
     _check_stages([up_to], order)
+    for stage in order:  # refuse before changing anything
+        _stage_output_layer(model, stage)
     frozen = order[: order.index(up_to) + 1]
     for layer in model.layers:
         stage = layer.name.split("_")[0]

@@ -8,7 +8,10 @@ Reference:
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+from collections.abc import Iterable
 
 import keras
 from keras import layers
@@ -20,6 +23,8 @@ from keras_lcnet.architecture import (
     CLASS_EXPAND,
     DEFAULT_STRIDES,
     MIN_INPUT_SIZE,
+    STAGES,
+    STEM,
     STEM_CHANNELS,
     make_divisible,
 )
@@ -35,18 +40,154 @@ from keras_lcnet.presets import (
 from keras_lcnet.weights import load_weights
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _channel_axis() -> int:
+    return -1 if keras.config.image_data_format() == "channels_last" else 1
+
+
+# Argument resolution: everything is checked before the first layer is built.
+
+
+def _validate_weights_arg(weights) -> None:
+    if weights is None or weights in PRETRAINED_TAGS:
+        return
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        return
+    raise ValueError(
+        "The `weights` argument should be either `None` (random initialization), "
+        "'imagenet', 'imagenet_ssld', or the path to a PaddleClas `.pdparams` or "
+        f"Keras `.weights.h5` file. Received: weights={weights!r}"
+        + (" (no such file)" if isinstance(weights, (str, os.PathLike)) else "")
+    )
+
+
+def _validate_top_args(weights, include_top, classes, classifier_activation, pooling) -> None:
+    """keras.applications' checks (and messages) of the head arguments."""
+    pretrained = weights in PRETRAINED_TAGS
+    if pretrained and include_top and classes != 1000:
+        raise ValueError(
+            f"If using `weights='{weights}'` with `include_top=True`, `classes` "
+            f"should be 1000. Received: classes={classes}"
+        )
+    if pretrained and classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            "Only `None` and `'softmax'` are allowed as `classifier_activation` "
+            f"with `weights='{weights}'`. Received: "
+            f"classifier_activation={classifier_activation!r}"
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    # bool is an int: `classes=True` would silently build a one-class head.
+    if not _is_int(classes) or classes < 1:
+        raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
+
+
+def _validate_hyperparameters(scale, dropout_rate, class_expand) -> None:
+    # bool is an int; numbers.Real admits NumPy floats; NaN fails the range checks.
+    valid_rate = isinstance(dropout_rate, numbers.Real) and not isinstance(dropout_rate, bool)
+    if not valid_rate or not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"`dropout_rate` must be a number in [0, 1), got {dropout_rate!r}.")
+    valid_scale = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if not valid_scale or not 0 < scale < math.inf:
+        raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
+    if not _is_int(class_expand) or class_expand < 1:
+        raise ValueError(f"`class_expand` must be a positive integer, got {class_expand!r}.")
+
+
 def _normalize_stride(stride, what: str) -> tuple[int, int]:
-    if isinstance(stride, int) and not isinstance(stride, bool):
+    if _is_int(stride):
         stride = (stride, stride)
     if (
         isinstance(stride, (list, tuple))
         and len(stride) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in stride)
+        and all(_is_int(s) and s > 0 for s in stride)
     ):
         return (int(stride[0]), int(stride[1]))
     raise ValueError(
         f"{what} must be a positive int or a pair of positive ints such as [2, 1], got {stride!r}."
     )
+
+
+def _resolve_strides(stride_list) -> list[tuple[int, int]]:
+    if not isinstance(stride_list, (list, tuple)) or len(stride_list) != 5:
+        raise ValueError(
+            "`stride_list` must hold 5 strides (stem, then the first block of "
+            f"blocks3..blocks6), got {stride_list!r}."
+        )
+    return [_normalize_stride(s, f"stride_list[{i}]") for i, s in enumerate(stride_list)]
+
+
+def _is_size(size) -> bool:
+    # Keras takes NumPy integers in shapes too.
+    return isinstance(size, numbers.Integral) and not isinstance(size, bool)
+
+
+def _resolve_input_shape(
+    input_shape, input_tensor, include_preprocessing: bool
+) -> tuple[tuple, int]:
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        input_shape = (None, None, 3) if _channel_axis() == -1 else (3, None, None)
+    if isinstance(input_shape, Iterable) and not isinstance(input_shape, str):
+        input_shape = tuple(input_shape)
+    if not isinstance(input_shape, tuple) or len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) (or channels first "
+            f"under that data format), got {input_shape!r}."
+        )
+    if _channel_axis() == -1:
+        rows, cols, channels = input_shape
+    else:
+        channels, rows, cols = input_shape
+    sizes_ok = all(s is None or _is_size(s) for s in (rows, cols))
+    if not sizes_ok or not _is_size(channels) or channels < 1:
+        raise ValueError(
+            "`input_shape` must hold ints: height and width (or None for any size) "
+            f"and a positive channel count. Received: input_shape={input_shape}"
+        )
+    for size in (rows, cols):
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
+                f"Received: input_shape={input_shape}"
+            )
+    if include_preprocessing and channels != 3:
+        raise ValueError(
+            "`include_preprocessing=True` normalizes RGB images, so the input "
+            f"must have 3 channels; got input_shape={input_shape}. Pass "
+            "`include_preprocessing=False` for other channel counts."
+        )
+    return input_shape, channels
+
+
+def _validate_pretrained(
+    weights: str,
+    scale: float,
+    input_shape: tuple,
+    channels: int,
+    strides: list[tuple[int, int]],
+    use_last_conv: bool,
+    class_expand: int,
+) -> None:
+    """What a published checkpoint fixes: its width, 3 channels and the default head."""
+    find_preset(scale, weights)  # raises for widths without a published checkpoint
+    if channels != 3:
+        raise ValueError(
+            f"`weights='{weights}'` needs 3 input channels, got input_shape={input_shape}."
+        )
+    default_head = (strides, use_last_conv, class_expand) == ([(2, 2)] * 5, True, CLASS_EXPAND)
+    if not default_head:
+        raise ValueError(
+            f"`weights='{weights}'` needs the default `stride_list`, `use_last_conv` "
+            "and `class_expand`; pass a `.pdparams` path for PaddleClas variants."
+        )
+
+
+# Graph building.
 
 
 def _conv_bn_act(x, filters, kernel_size, strides, name, depthwise=False):
@@ -90,51 +231,98 @@ def _depthwise_separable(x, in_channels, out_channels, kernel_size, strides, use
     return _conv_bn_act(x, out_channels, 1, (1, 1), f"{name}_pw_conv")
 
 
-def _channel_axis() -> int:
-    return -1 if keras.config.image_data_format() == "channels_last" else 1
+def stage_output_layer(stage: str) -> str:
+    """Name of the layer whose output is the stem's or a stage's feature map.
+
+    These are PaddleClas' stage outputs: the stem's activation and, for
+    `blocks2` ... `blocks6`, the activation of the stage's last pointwise
+    conv. `_build_features` returns exactly these layers' outputs.
+
+    Args:
+        stage: `"conv1"` (the stem) or `"blocks2"` ... `"blocks6"`.
+
+    Returns:
+        The layer name, e.g. `"blocks5_5_pw_conv_act"`.
+    """
+    if stage == STEM:
+        return f"{STEM}_act"
+    return f"{stage}_{len(BLOCKS[stage]) - 1}_pw_conv_act"
 
 
-def _validate_weights_arg(weights) -> None:
-    if weights is None or weights in PRETRAINED_TAGS:
-        return
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        return
-    raise ValueError(
-        "The `weights` argument should be either `None` (random initialization), "
-        "'imagenet', 'imagenet_ssld', or the path to a PaddleClas `.pdparams` or "
-        f"Keras `.weights.h5` file. Received: weights={weights!r}"
-        + (" (no such file)" if isinstance(weights, (str, os.PathLike)) else "")
-    )
+def _build_features(
+    x: keras.KerasTensor,
+    scale: float,
+    strides: list[tuple[int, int]],
+    include_preprocessing: bool,
+) -> dict[str, keras.KerasTensor]:
+    """[Normalization] -> stem -> blocks2..blocks6: the backbone.
 
-
-def _resolve_input_shape(input_shape, input_tensor, include_preprocessing):
-    if input_shape is None and input_tensor is not None:
-        input_shape = tuple(input_tensor.shape[1:])
-    if input_shape is None:
-        input_shape = (None, None, 3) if _channel_axis() == -1 else (3, None, None)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) (or channels first "
-            f"under that data format), got {input_shape}."
-        )
-    if _channel_axis() == -1:
-        rows, cols, channels = input_shape
-    else:
-        channels, rows, cols = input_shape
-    for size in (rows, cols):
-        if size is not None and size < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
-                f"Received: input_shape={input_shape}"
+    Returns:
+        `{stage: tensor}` for `"conv1"` and `"blocks2"` ... `"blocks6"`, in
+        order; each tensor is the output of the layer `stage_output_layer(stage)`.
+    """
+    if include_preprocessing:
+        x = layers.Normalization(
+            axis=_channel_axis(),
+            mean=[255.0 * m for m in IMAGENET_MEAN],
+            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+            name="normalization",
+        )(x)
+    x = _conv_bn_act(x, make_divisible(STEM_CHANNELS * scale), 3, strides[0], STEM)
+    features = {STEM: x}
+    # `strides` holds the stem's, then the first block's of blocks3..blocks6.
+    for stage_index, (stage, blocks) in enumerate(BLOCKS.items()):
+        for i, (kernel, in_c, out_c, stride, use_se) in enumerate(blocks):
+            block_strides = (stride, stride)
+            if i == 0 and stage != "blocks2":
+                block_strides = strides[stage_index]
+            x = _depthwise_separable(
+                x,
+                make_divisible(in_c * scale),
+                make_divisible(out_c * scale),
+                kernel,
+                block_strides,
+                use_se,
+                name=f"{stage}_{i}",
             )
-    if include_preprocessing and channels != 3:
-        raise ValueError(
-            "`include_preprocessing=True` normalizes RGB images, so the input "
-            f"must have 3 channels; got input_shape={input_shape}. Pass "
-            "`include_preprocessing=False` for other channel counts."
-        )
-    return input_shape, channels
+        features[stage] = x
+    return features
+
+
+def _build_head(
+    x: keras.KerasTensor,
+    include_top: bool,
+    pooling: str | None,
+    classes: int,
+    classifier_activation,
+    dropout_rate: float,
+    use_last_conv: bool,
+    class_expand: int,
+) -> keras.KerasTensor:
+    """PaddleClas' head (pool -> [1x1 conv -> hard-swish -> dropout] -> fc), or `pooling`."""
+    if include_top:
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
+        if use_last_conv:
+            x = layers.Conv2D(class_expand, 1, use_bias=False, name="last_conv")(x)
+            x = HardSwish(name="act")(x)
+            x = layers.Dropout(dropout_rate, name="dropout")(x)
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(classes, name="fc")(x)
+        if classifier_activation is not None:
+            x = layers.Activation(classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def _image_input(input_tensor, input_shape: tuple) -> keras.KerasTensor:
+    if input_tensor is None:
+        return layers.Input(shape=input_shape)
+    if not keras.backend.is_keras_tensor(input_tensor):
+        return layers.Input(tensor=input_tensor, shape=input_shape)
+    return input_tensor
 
 
 def PPLCNet(
@@ -211,98 +399,38 @@ def PPLCNet(
 
     Returns:
         A `keras.Model` instance.
+
+    Raises:
+        ValueError: An invalid argument, or one that the pretrained weights
+            do not fit (width, input channels, `classes`, head options).
+        WeightsUnavailableError: Published weights could not be downloaded.
+        CheckpointError: A weights file cannot be read or does not fit the
+            model.
     """
     _validate_weights_arg(weights)
-    pretrained = weights in PRETRAINED_TAGS
-    if pretrained and include_top and classes != 1000:
-        raise ValueError(
-            f"If using `weights='{weights}'` with `include_top=True`, `classes` "
-            f"should be 1000. Received: classes={classes}"
-        )
-    if pretrained and classifier_activation not in (None, "softmax"):
-        raise ValueError(
-            "Only `None` and `'softmax'` are allowed as `classifier_activation` "
-            f"with `weights='{weights}'`. Received: "
-            f"classifier_activation={classifier_activation!r}"
-        )
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate!r}.")
-    if not isinstance(scale, (int, float)) or scale <= 0:
-        raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
-    if not isinstance(stride_list, (list, tuple)) or len(stride_list) != 5:
-        raise ValueError(
-            "`stride_list` must hold 5 strides (stem, then the first block of "
-            f"blocks3..blocks6), got {stride_list!r}."
-        )
-    strides = [_normalize_stride(s, f"stride_list[{i}]") for i, s in enumerate(stride_list)]
+    _validate_top_args(weights, include_top, classes, classifier_activation, pooling)
+    _validate_hyperparameters(scale, dropout_rate, class_expand)
+    strides = _resolve_strides(stride_list)
     input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
-    if pretrained:
-        find_preset(scale, weights)  # raises for widths without a published checkpoint
-        if channels != 3:
-            raise ValueError(
-                f"`weights='{weights}'` needs 3 input channels, got input_shape={input_shape}."
-            )
-        default_head = (strides, use_last_conv, class_expand) == ([(2, 2)] * 5, True, CLASS_EXPAND)
-        if not default_head:
-            raise ValueError(
-                f"`weights='{weights}'` needs the default `stride_list`, `use_last_conv` "
-                "and `class_expand`; pass a `.pdparams` path for PaddleClas variants."
-            )
+    if weights in PRETRAINED_TAGS:
+        _validate_pretrained(
+            weights, scale, input_shape, channels, strides, use_last_conv, class_expand
+        )
 
-    if input_tensor is None:
-        img_input = layers.Input(shape=input_shape)
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        img_input = layers.Input(tensor=input_tensor, shape=input_shape)
-    else:
-        img_input = input_tensor
-
-    x = img_input
-    if include_preprocessing:
-        x = layers.Normalization(
-            axis=_channel_axis(),
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
-            name="normalization",
-        )(x)
-
-    x = _conv_bn_act(x, make_divisible(STEM_CHANNELS * scale), 3, strides[0], "conv1")
-    for stage_index, (stage, blocks) in enumerate(BLOCKS.items()):
-        for i, (kernel, in_c, out_c, stride, use_se) in enumerate(blocks):
-            block_strides = (stride, stride)
-            if i == 0 and stage != "blocks2":
-                block_strides = strides[stage_index]
-            x = _depthwise_separable(
-                x,
-                make_divisible(in_c * scale),
-                make_divisible(out_c * scale),
-                kernel,
-                block_strides,
-                use_se,
-                name=f"{stage}_{i}",
-            )
-
-    if include_top:
-        x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
-        if use_last_conv:
-            x = layers.Conv2D(class_expand, 1, use_bias=False, name="last_conv")(x)
-            x = HardSwish(name="act")(x)
-            x = layers.Dropout(dropout_rate, name="dropout")(x)
-        x = layers.Flatten(name="flatten")(x)
-        x = layers.Dense(classes, name="fc")(x)
-        if classifier_activation is not None:
-            x = layers.Activation(classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-
+    img_input = _image_input(input_tensor, input_shape)
+    features = _build_features(img_input, scale, strides, include_preprocessing)
+    x = _build_head(
+        features[STAGES[-1]],
+        include_top,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout_rate,
+        use_last_conv,
+        class_expand,
+    )
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     model = keras.Model(inputs, x, name=name or f"PPLCNet_{variant_name(scale)}")
-
     if weights is not None:
         load_weights(model, weights, scale=scale)
     return model

@@ -10,7 +10,8 @@ import pytest
 from helpers import FIXTURES, load_case, run_python
 
 import keras_lcnet
-from keras_lcnet.architecture import make_divisible
+from keras_lcnet.architecture import STAGES, STEM, make_divisible
+from keras_lcnet.model import _build_features, stage_output_layer
 from keras_lcnet.presets import VARIANTS
 
 STAGE_BASE_CHANNELS = {"blocks2": 32, "blocks3": 64, "blocks4": 128, "blocks5": 256, "blocks6": 512}
@@ -33,6 +34,16 @@ def test_stage_shapes_per_width(variant):
             320 // stride,
             make_divisible(STAGE_BASE_CHANNELS[stage] * scale),
         )
+
+
+def test_builder_stage_outputs_are_the_named_stage_output_layers():
+    # feature_extractor and freeze_backbone find stages by these names only.
+    inputs = keras.Input((64, 64, 3))
+    features = _build_features(inputs, 0.25, [(2, 2)] * 5, include_preprocessing=True)
+    assert list(features) == [STEM, *STAGES]
+    model = keras.Model(inputs, features)
+    for stage, tensor in features.items():
+        assert model.get_layer(stage_output_layer(stage)).output is tensor, stage
 
 
 def test_features_share_weights_and_match_the_backbone():
@@ -123,6 +134,32 @@ def test_freeze_backbone_rejects_unknown_stage():
     model = keras_lcnet.PPLCNet_x0_25(weights=None, include_top=False)
     with pytest.raises(ValueError, match="choose from"):
         keras_lcnet.freeze_backbone(model, up_to="head")
+
+
+@pytest.mark.parametrize("kind", ["mobilenet", "sequential", "wrapped"])
+def test_freeze_backbone_refuses_other_models_and_freezes_nothing(kind):
+    if kind == "mobilenet":
+        model = keras.applications.MobileNetV3Small(weights=None, input_shape=(64, 64, 3))
+    elif kind == "sequential":
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.BatchNormalization()])
+    else:  # the backbone nested in a bigger model: its layers are not the model's
+        backbone = keras_lcnet.PPLCNet_x0_25(weights=None, include_top=False, pooling="avg")
+        inputs = keras.Input((64, 64, 3))
+        model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
+    before = [v.path for v in model.trainable_weights]
+    assert before
+    with pytest.raises(ValueError, match=re.escape("built by keras_lcnet.PPLCNet")) as info:
+        keras_lcnet.freeze_backbone(model)
+    assert "\n" not in str(info.value)
+    assert [v.path for v in model.trainable_weights] == before
+
+
+def test_freeze_backbone_accepts_a_feature_extractor():
+    base = keras_lcnet.PPLCNet_x0_25(weights=None, include_top=False)
+    features = keras_lcnet.feature_extractor(base)
+    keras_lcnet.freeze_backbone(features, up_to="blocks3")
+    assert not features.get_layer("blocks3_1_pw_conv").trainable
+    assert features.get_layer("blocks4_0_dw_conv").trainable
 
 
 def test_feature_extraction_example_smoke():

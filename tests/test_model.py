@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -136,6 +138,82 @@ def test_invalid_arguments_raise_clear_errors(kwargs, message):
     kwargs = {"scale": 1.0, **kwargs}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         keras_lcnet.PPLCNet(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_shape": 224}, "(height, width, channels)"),
+        ({"input_shape": (224.0, 224, 3)}, "must hold ints"),
+        ({"input_shape": ("224", 224, 3)}, "must hold ints"),
+        ({"input_shape": (True, 224, 3)}, "must hold ints"),
+        ({"input_shape": (224, 224, None), "include_preprocessing": False}, "positive channel"),
+        ({"input_shape": (224, 224, 0), "include_preprocessing": False}, "positive channel"),
+        ({"scale": True}, "`scale`"),
+        ({"scale": float("nan")}, "`scale`"),
+        ({"scale": float("inf")}, "`scale`"),
+        ({"classes": True}, "`classes`"),
+        ({"dropout_rate": "0.2"}, "`dropout_rate`"),
+        ({"dropout_rate": None}, "`dropout_rate`"),
+        ({"dropout_rate": False}, "`dropout_rate`"),
+        ({"class_expand": True}, "`class_expand`"),
+        ({"class_expand": "1280"}, "`class_expand`"),
+        ({"class_expand": 0}, "`class_expand`"),
+    ],
+)
+def test_malformed_arguments_raise_one_line_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        keras_lcnet.PPLCNet(**{"weights": None, **kwargs})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scale": True},  # would look up (and download) the x1_0 weights
+        {"input_shape": (224, 224, None), "include_preprocessing": False},
+        {"input_shape": (None, None, None), "include_preprocessing": False},
+        {"input_shape": (224, 224, 1), "include_preprocessing": False},
+        {"input_shape": (224, 224, None)},
+    ],
+)
+def test_pretrained_weights_refuse_malformed_arguments_before_any_download(kwargs, keras_home):
+    with pytest.raises(ValueError, match=r"scale|input_shape") as info:
+        keras_lcnet.PPLCNet(**{"weights": "imagenet", **kwargs})
+    assert "\n" not in str(info.value)
+    assert not keras_home.exists() or not any(keras_home.rglob("*.pdparams"))
+
+
+def test_numpy_sizes_and_rates_are_accepted():
+    model = keras_lcnet.PPLCNet_x0_25(
+        weights=None, input_shape=(np.int64(64), 64, 3), dropout_rate=np.float32(0.1)
+    )
+    assert model.input_shape == (None, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"stride_list": [2, [2, 1], [2, 1], [2, 1], [2, 1]], "input_shape": (80, 160, 3)},
+        {"use_last_conv": False},
+        {"class_expand": 640, "dropout_rate": 0.1},
+    ],
+)
+def test_named_constructor_builds_what_pplcnet_builds(kwargs):
+    def configs(model):  # the input layer's automatic name differs between builds
+        return [(type(layer).__name__, layer.get_config()) for layer in model.layers[1:]]
+
+    kwargs = {"weights": None, "classes": 5, **kwargs}
+    named = keras_lcnet.PPLCNet_x0_25(**kwargs)
+    direct = keras_lcnet.PPLCNet(scale=0.25, **kwargs)
+    assert configs(named) == configs(direct)
+    assert (named.name, named.input_shape, named.output_shape) == (
+        direct.name,
+        direct.input_shape,
+        direct.output_shape,
+    )
+    # The arguments took effect: not the default x0_25.
+    assert configs(named) != configs(keras_lcnet.PPLCNet_x0_25(weights=None, classes=5))
 
 
 def test_layers_serialize_with_full_config():
