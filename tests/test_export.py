@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 from helpers import FIXTURES, IMAGES_DIR, load_case, model_kwargs, relative_error
@@ -19,7 +18,6 @@ from keras_lcnet.deploy import (
     load_calibration,
     static_input_shape,
 )
-from keras_lcnet.deploy import onnx as onnx_export
 from keras_lcnet.model import PPLCNet
 
 CHECKPOINT = FIXTURES / "pplcnet_x0_25.pdparams"
@@ -38,13 +36,6 @@ def litert_float32(case, tmp_path_factory):
     model, pixels, _ = case
     path = tmp_path_factory.mktemp("litert") / "x0_25.tflite"
     return export_litert(model, path, verification=pixels)
-
-
-@pytest.fixture(scope="module")
-def onnx_float32(case, tmp_path_factory):
-    model, pixels, _ = case
-    path = tmp_path_factory.mktemp("onnx") / "x0_25.onnx"
-    return export_onnx(model, path, verification=pixels)
 
 
 def run_litert(path, pixels):
@@ -151,53 +142,6 @@ def test_load_calibration(tmp_path):
         load_calibration(tmp_path / "nope", (1, 160, 160, 3))
 
 
-def test_onnx_matches_keras_and_paddle(case, onnx_float32):
-    import onnxruntime as ort
-
-    _, pixels, paddle_logits = case
-    assert onnx_float32.ok, onnx_float32.summary()
-    assert onnx_float32.agreement.max_relative_difference <= 1e-4
-    session = ort.InferenceSession(onnx_float32.path, providers=["CPUExecutionProvider"])
-    outputs = np.concatenate([session.run(None, {"images": image[None]})[0] for image in pixels])
-    assert relative_error(outputs, paddle_logits) <= 1e-4
-
-
-def test_onnx_graph_is_clean(onnx_float32):
-    graph = onnx.load(onnx_float32.path).graph
-    ops = [node.op_type for node in graph.node]
-    assert ops.count("Transpose") <= 1
-    # ... and reads the input: onnxruntime normalizes NCHW planes much faster.
-    assert graph.node[0].op_type == "Transpose" and graph.node[0].input[0] == "images"
-    assert "BatchNormalization" not in ops
-    assert ops.count("Conv") == 32 and ops.count("HardSwish") == 28
-    assert not {"Pad", "Clip", "Add"} & set(ops)  # pads, BN shifts and +3s all folded
-    for node in graph.node:
-        if node.op_type == "HardSigmoid":
-            alpha = next(a.f for a in node.attribute if a.name == "alpha")
-            assert alpha == pytest.approx(1 / 6)  # not ONNX's default 0.2
-    assert ops.count("HardSigmoid") == 2  # the two SE gates
-
-
-def test_onnx_nchw_input_has_no_transpose(case, tmp_path):
-    model, pixels, _ = case
-    report = export_onnx(model, tmp_path / "nchw.onnx", nchw_input=True, verification=pixels)
-    assert report.ok, report.summary()
-    assert report.input_shape == (1, 3, 224, 224)
-    assert "Transpose" not in report.audit.ops
-
-
-def test_scalar_add_fix_keeps_one_transpose_and_is_scoped(tmp_path):
-    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
-
-    original = TransposeOptimizer._add_handler
-    # Fresh BN (zero shift) puts h-swish's scalar `+ 3` right after each conv:
-    # the input that made tf2onnx's transpose optimizer give up.
-    model = PPLCNet(scale=0.25, weights=None, classes=10, classifier_activation=None)
-    report = export_onnx(model, tmp_path / "fresh.onnx")
-    assert report.ok and report.audit.ops["Transpose"] == 1
-    assert TransposeOptimizer._add_handler is original
-
-
 def test_strict_export_raises_after_writing(case, tmp_path, monkeypatch):
     model, _, _ = case
     monkeypatch.setattr("keras_lcnet.deploy.verify.FLOAT32_TOLERANCE", 0.0)
@@ -206,28 +150,6 @@ def test_strict_export_raises_after_writing(case, tmp_path, monkeypatch):
         export_onnx(model, path)
     assert path.exists()
     assert not export_onnx(model, path, strict=False).ok
-
-
-def test_optimize_only_fuses_hard_sigmoid_with_slope_one_sixth():
-    from onnx import TensorProto, helper
-
-    def graph_with(scale: float):
-        nodes = [
-            helper.make_node("Add", ["x", "three"], ["a"]),
-            helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
-            helper.make_node("Mul", ["c", "scale"], ["outputs"]),
-        ]
-        inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in
-                 (("three", 3.0), ("zero", 0.0), ("six", 6.0), ("scale", scale))]
-        graph = helper.make_graph(
-            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-            [helper.make_tensor_value_info("outputs", TensorProto.FLOAT, [1, 4])], inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-    fused = onnx_export.optimize(graph_with(1 / 6))
-    assert [n.op_type for n in fused.graph.node] == ["HardSigmoid"]
-    kept = onnx_export.optimize(graph_with(0.2))
-    assert [n.op_type for n in kept.graph.node] == ["Add", "Clip", "Mul"]
 
 
 def test_cli_export_litert_and_onnx(tmp_path, capsys):
