@@ -1,4 +1,4 @@
-"""Published weights: registry, download, cache and offline behaviour (no network)."""
+"""Resolving `weights=`: published weights (registry, download, cache, offline) and files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import pickle
 import shutil
 import zipfile
 
+import h5py
 import numpy as np
 import pytest
 from helpers import FIXTURES
+from keras.src.legacy.saving import legacy_h5_format
 
 import keras_lcnet
 from keras_lcnet import presets, weights
@@ -217,10 +219,13 @@ def keras_files(tmp_path_factory):
     model.save_weights(folder / "model.weights.h5")
     model.save(folder / "model.keras")
     model.save(folder / "legacy.h5")  # legacy HDF5 full model (Keras logs a warning)
+    # What Keras 2's model.save_weights("x.h5") wrote, by Keras' own legacy writer.
+    with h5py.File(folder / "legacy_weights.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
     return model, folder
 
 
-KERAS_FORMS = ["model.weights.h5", "model.keras", "legacy.h5"]
+KERAS_FORMS = ["model.weights.h5", "model.keras", "legacy.h5", "legacy_weights.h5"]
 
 
 @pytest.mark.parametrize(
@@ -232,6 +237,7 @@ KERAS_FORMS = ["model.weights.h5", "model.keras", "legacy.h5"]
         ("model.keras", "model.zip"),
         ("legacy.h5", "legacy.h5"),
         ("legacy.h5", "legacy.bin"),
+        ("legacy_weights.h5", "legacy_weights.bin"),
     ],
 )
 def test_keras_files_load_whatever_their_name(keras_files, tmp_path, form, name):

@@ -4,7 +4,9 @@ Keras' `model.load_weights` picks the format from the file name, assigns
 layer by layer (a failure leaves the model half-loaded) and reports a shape
 mismatch with the whole weight matrix. Here the tensors of a Keras file are
 matched to the model's variables by Keras' own rules and handed to
-`assign_arrays`, which checks every name and shape before assigning.
+`assign_arrays`, which checks every name and shape before assigning. (A
+temporary link named `*.weights.h5` would fix the name only, not the
+half-loading nor the errors.)
 
 - `.weights.h5` (`model.save_weights`) and the `model.weights.h5` inside a
   `.keras` archive (`model.save`): a tensor's place in the file is given by
@@ -55,7 +57,7 @@ class _LayoutRecorder(saving_lib.H5IOStore):
         self.entries[f"{self._entry}/vars/{key}".lstrip("/")] = value
 
 
-def weights_layout(model: keras.Model) -> dict[str, str]:
+def _weights_layout(model: keras.Model) -> dict[str, str]:
     """Where a Keras weights file keeps each of the model's variables.
 
     Returns:
@@ -96,7 +98,7 @@ def _datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
 
 def _match_layout(model: keras.Model, root: h5py.Group) -> tuple[dict, Sources]:
     """Tensors of a `.weights.h5` file by variable path, by Keras' traversal."""
-    layout = weights_layout(model)
+    layout = _weights_layout(model)
     arrays = {}
     for key, path in layout.items():
         with contextlib.suppress(KeyError):  # a missing tensor is named by assign_arrays
