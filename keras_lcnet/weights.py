@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import tempfile
 
 import keras
 import numpy as np
 
-from keras_lcnet.checkpoints.mapping import assign_arrays, convert_pdparams
+from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
+from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
 from keras_lcnet.presets import PADDLECLAS_DROPOUT, PRETRAINED_TAGS, Preset, find_preset
@@ -78,12 +80,13 @@ def fetch_checkpoint(preset: Preset) -> str:
         ) from None
 
 
-def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Writes an .npz so that `path` is either absent or complete."""
+def _atomic_savez(path: str, arrays: dict[str, np.ndarray], mode: int) -> None:
+    """Writes an .npz with permissions `mode` so that `path` is either absent or complete."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, mode)  # mkstemp makes it private (0600)
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -92,6 +95,11 @@ def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _non_finite(arrays: dict[str, np.ndarray]) -> str | None:
+    """The first tensor holding NaN or infinity, if any."""
+    return next((key for key, value in arrays.items() if not np.isfinite(value).all()), None)
 
 
 def _read_converted(path: str) -> dict[str, np.ndarray] | None:
@@ -103,6 +111,11 @@ def _read_converted(path: str) -> dict[str, np.ndarray] | None:
             arrays = {key: data[key] for key in data.files}
         if str(arrays.pop("__format__", "")) != _CACHE_FORMAT:
             raise CheckpointError("not a keras_lcnet converted-weights cache")
+        # Converted weights are finite floats; anything else is damage.
+        bad = next((k for k, v in arrays.items() if v.dtype.kind != "f"), None)
+        bad = bad or _non_finite(arrays)
+        if bad:
+            raise CheckpointError(f"tensor '{bad}' is not all finite floats")
         return arrays
     except Exception as e:
         logger.warning("Rebuilding the corrupt weights cache %s (%s).", path, e)
@@ -125,18 +138,28 @@ def _load_pretrained(model: keras.Model, preset: Preset) -> None:
         except CheckpointError as e:
             logger.warning("Rebuilding the stale weights cache %s (%s).", converted, e)
     source = fetch_checkpoint(preset)
+    arrays, sources = _convert_download(source)
+    assign_arrays(model, arrays, source, sources)
+    # The cache is as readable as the download it stands for.
+    mode = stat.S_IMODE(os.stat(source).st_mode)
+    _atomic_savez(converted, {"__format__": np.array(_CACHE_FORMAT), **arrays}, mode)
+
+
+def _convert_download(source: str) -> tuple[dict[str, np.ndarray], Sources]:
+    """Reads and converts a downloaded checkpoint; a corrupt one is removed."""
     try:
         state = read_pdparams(source)
+        bad = _non_finite(state)  # a cache of it would be rebuilt on every call
+        if bad:
+            raise CheckpointError(f"{source}: tensor '{bad}' holds NaN or infinite values.")
     except CheckpointError as e:
-        # An unreadable download is never trusted: drop it so the next call fetches anew.
+        # A corrupt download is never trusted: drop it so the next call fetches anew.
         with contextlib.suppress(OSError):
             os.remove(source)
         raise CheckpointError(
             f"{e} The file was removed from the cache; the next call downloads it again."
         ) from None
-    arrays, sources = convert_pdparams(state, dropout_rate=PADDLECLAS_DROPOUT)
-    assign_arrays(model, arrays, source, sources)
-    _atomic_savez(converted, {"__format__": np.array(_CACHE_FORMAT), **arrays})
+    return convert_pdparams(state, dropout_rate=PADDLECLAS_DROPOUT)
 
 
 def _dropout_rate(model: keras.Model) -> float:
@@ -166,20 +189,27 @@ def load_pdparams(
     assign_arrays(model, arrays, path, sources)
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def load_weights(
     model: keras.Model, weights: str | os.PathLike, scale: float | None = None
 ) -> None:
     """Loads `weights` into a PP-LCNet model built by `keras_lcnet.PPLCNet`.
 
+    A file is recognized by its content, not its name: a PaddleClas
+    `.pdparams` checkpoint, a Keras `.weights.h5` file, a Keras `.keras`
+    model (its weights; the architecture comes from `model`) or a legacy
+    Keras `.h5` file. Loading is all or nothing: every variable of the model
+    must be in the file with its exact shape, or nothing is assigned.
+
     Args:
         model: The model.
-        weights: `"imagenet"`, `"imagenet_ssld"`, or the path to a PaddleClas
-            `.pdparams` file or a Keras `.weights.h5` file (recognized by
-            content, not by name).
+        weights: `"imagenet"`, `"imagenet_ssld"`, or the path to a file.
         scale: The model's width multiplier; needed for the published tags.
+
+    Raises:
+        CheckpointError: The file cannot be read or does not fit the model;
+            the message names the first tensor at fault and both shapes.
+        WeightsUnavailableError: A published checkpoint could not be
+            downloaded.
     """
     if weights in PRETRAINED_TAGS:
         if scale is None:
@@ -188,8 +218,9 @@ def load_weights(
         return
     path = os.fspath(weights)
     with open(path, "rb") as f:
-        head = f.read(len(_HDF5_SIGNATURE))
-    if head == _HDF5_SIGNATURE:
-        model.load_weights(path)
+        head = f.read(len(HDF5_SIGNATURE))
+    if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):
+        with read_keras_weights(model, path, archive=head != HDF5_SIGNATURE) as (arrays, sources):
+            assign_arrays(model, arrays, path, sources)
     else:
         load_pdparams(model, path)

@@ -6,6 +6,8 @@ import os
 import pickle
 import re
 import shutil
+import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -70,6 +72,61 @@ def test_truncated_or_foreign_files_raise(tmp_path, content):
     path.write_bytes(data[: len(data) // 2] if content is None else content)
     with pytest.raises(CheckpointError, match=re.escape("not a readable PaddleClas .pdparams")):
         read_pdparams(path)
+
+
+def _global(module: str, name: str) -> bytes:
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def _text(value: str) -> bytes:
+    return pickle.SHORT_BINUNICODE + bytes([len(value)]) + value.encode()
+
+
+def _dtype(code: str) -> bytes:
+    return _global("numpy", "dtype") + _text(code) + pickle.NEWFALSE + pickle.NEWTRUE + (
+        pickle.TUPLE3 + pickle.REDUCE
+    )
+
+
+def _shape(n: int) -> bytes:
+    return pickle.BININT + struct.pack("<i", n) + pickle.TUPLE1
+
+
+_EMPTY_ARRAY = (  # what NumPy's pickles start an array from
+    _global("numpy.core.multiarray", "_reconstruct") + _global("numpy", "ndarray")
+    + _shape(0) + pickle.SHORT_BINBYTES + b"\x01b" + pickle.TUPLE3 + pickle.REDUCE
+)
+# Hand-made pickles of {"conv1.conv.weight": X} where X claims far more memory
+# (>= 128 MiB) than the few bytes of the file hold.
+_OVERSIZED = {
+    "bytes_length": pickle.BINBYTES + struct.pack("<I", 2**31) + b"abc",
+    "reconstruct_shape": _global("numpy.core.multiarray", "_reconstruct")
+    + _global("numpy", "ndarray") + _shape(2**28) + _dtype("f8") + pickle.TUPLE3 + pickle.REDUCE,
+    "ndarray_call": _global("numpy", "ndarray") + _shape(2**28) + _dtype("f8")
+    + pickle.TUPLE2 + pickle.REDUCE,
+    "object_array_state": _EMPTY_ARRAY + pickle.MARK + pickle.BININT1 + b"\x01" + _shape(2**24)
+    + _dtype("O8") + pickle.NEWFALSE + pickle.EMPTY_LIST + pickle.TUPLE + pickle.BUILD,
+    "array_state": _EMPTY_ARRAY + pickle.MARK + pickle.BININT1 + b"\x01" + _shape(2**28)
+    + _dtype("f8") + pickle.NEWFALSE + pickle.SHORT_BINBYTES + b"\x08" + bytes(8)
+    + pickle.TUPLE + pickle.BUILD,
+}
+
+
+@pytest.mark.parametrize("claim", sorted(_OVERSIZED))
+def test_oversized_claims_are_refused_before_allocating(tmp_path, claim):
+    path = tmp_path / "claim.pdparams"
+    path.write_bytes(
+        b"\x80\x02" + pickle.EMPTY_DICT + _text("conv1.conv.weight") + _OVERSIZED[claim]
+        + pickle.SETITEM + pickle.STOP
+    )
+    tracemalloc.start()  # NumPy reports its array buffers to tracemalloc too
+    try:
+        with pytest.raises(CheckpointError, match=re.escape("not a readable PaddleClas")):
+            read_pdparams(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20
 
 
 def test_non_mapping_pickle_raises(tmp_path):

@@ -1,6 +1,8 @@
 """Checkpoint forms: each module reads one form into `{name: array}`.
 
 - `pdparams`: PaddleClas `.pdparams` pickles, read by a NumPy-only unpickler.
+- `keras_files`: Keras `.weights.h5`, `.keras` and legacy `.h5` files, matched
+  to a model's variables by Keras' own rules, whatever the file's name.
 - `mapping`: upstream names -> Keras variable paths and layouts, the
   dropout fold, all-or-nothing assignment with shape checks, and the
   architecture a checkpoint implies.

@@ -9,6 +9,7 @@ names the first tensor that does not fit.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -16,6 +17,11 @@ import numpy as np
 from keras_lcnet.architecture import BLOCKS, CLASS_EXPAND, STEM, variant_of_channels
 from keras_lcnet.errors import CheckpointError
 from keras_lcnet.presets import VARIANTS
+
+if TYPE_CHECKING:
+    import h5py
+
+    ArrayLike = np.ndarray | h5py.Dataset
 
 _BN_PARAMS = {
     "weight": "gamma",
@@ -27,6 +33,8 @@ _CONV = (2, 3, 1, 0)  # Paddle [out, in, kh, kw] -> Keras (kh, kw, in, out)
 _DEPTHWISE = (2, 3, 0, 1)  # Paddle [channels, 1, kh, kw] -> Keras (kh, kw, channels, 1)
 HEAD_KEYS = ("last_conv.weight", "fc.weight", "fc.bias")
 HEAD_PATHS = frozenset(("last_conv/kernel", "fc/kernel", "fc/bias"))
+# For each Keras variable path, the tensor's name and layout in the checkpoint.
+Sources = dict[str, tuple[str, tuple[int, ...] | None]]
 
 
 def keras_path(paddle_key: str) -> tuple[str, tuple[int, ...] | None]:
@@ -72,7 +80,7 @@ def paddle_shape(keras_shape: tuple[int, ...], layout: tuple[int, ...] | None) -
 
 def convert_pdparams(
     state: Mapping[str, np.ndarray], dropout_rate: float = 0.2
-) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, tuple[int, ...] | None]]]:
+) -> tuple[dict[str, np.ndarray], Sources]:
     """Converts a PaddleClas state dict to Keras variable paths and layouts.
 
     Paddle's `downscale_in_infer` dropout multiplies the head by
@@ -106,29 +114,13 @@ def convert_pdparams(
     return arrays, sources
 
 
-def assign_arrays(
-    model: keras.Model,
-    arrays: dict[str, np.ndarray],
-    origin: str,
-    sources: dict[str, tuple[str, tuple[int, ...] | None]] | None = None,
-) -> None:
-    """Assigns Keras-layout arrays to a model's variables by path, all or nothing.
+def _describe(sources: Sources, path: str, shape) -> tuple[str, list[int]]:
+    """A tensor's name and shape as the checkpoint has them (e.g. Paddle's)."""
+    key, layout = sources.get(path, (path, None))
+    return key, paddle_shape(tuple(shape), layout)
 
-    Every variable of the model must be present with its exact shape. A
-    tensor the model has no variable for is an error, except the
-    classification head when the model was built without it.
 
-    Raises:
-        CheckpointError: Naming the first missing, mismatching or unexpected
-            tensor (by its Paddle name and shapes when `sources` is given).
-    """
-    sources = sources or {}
-
-    def describe(path: str, shape) -> tuple[str, list[int]]:
-        key, layout = sources.get(path, (path, None))
-        return key, paddle_shape(tuple(shape), layout)
-
-    variables = {v.path: v for v in model.weights}
+def _check_names(variables, arrays, origin: str, sources: Sources) -> None:
     for path in variables:
         if path not in arrays:
             raise CheckpointError(
@@ -138,18 +130,22 @@ def assign_arrays(
     has_head = any(path in variables for path in HEAD_PATHS)
     for path in arrays:
         if path not in variables and (has_head or path not in HEAD_PATHS):
-            key, shape = describe(path, arrays[path].shape)
+            key, shape = _describe(sources, path, arrays[path].shape)
             raise CheckpointError(
                 f"{origin} holds tensor '{key}' {shape} that the model does not "
-                "have. Was it saved with other PaddleClas options (use_last_conv, "
-                "stride_list, class_expand)?"
+                "have. Was it saved from a model built with other options "
+                "(use_last_conv, stride_list, class_expand)?"
             )
+
+
+def _check_shapes(variables, arrays, origin: str, sources: Sources) -> None:
     for path, variable in variables.items():
-        found, expected = arrays[path].shape, tuple(variable.shape)
+        found, expected = tuple(arrays[path].shape), tuple(variable.shape)
         if found != expected:
-            key, found_shape = describe(path, found)
-            _, expected_shape = describe(path, expected)
-            if path in ("fc/kernel", "fc/bias") and found[-1] != expected[-1]:
+            key, found_shape = _describe(sources, path, found)
+            _, expected_shape = _describe(sources, path, expected)
+            classifier = path in ("fc/kernel", "fc/bias") and len(found) == len(expected)
+            if classifier and found[-1] != expected[-1]:
                 raise CheckpointError(
                     f"{origin} was trained for {found[-1]} classes but the model "
                     f"has {expected[-1]} ('{key}': {found_shape} vs "
@@ -161,8 +157,62 @@ def assign_arrays(
                 f"expects {expected_shape}. Is it a checkpoint of another PP-LCNet "
                 "width or variant?"
             )
+
+
+def _read_values(variables, arrays, origin: str, sources: Sources) -> dict[str, np.ndarray]:
+    """Reads every tensor (lazy ones from disk) before anything is assigned."""
+    values = {}
     for path, variable in variables.items():
-        variable.assign(arrays[path])
+        key = sources.get(path, (path, None))[0]
+        if np.dtype(arrays[path].dtype).kind not in "biuf":
+            raise CheckpointError(
+                f"{origin}: tensor '{key}' holds {arrays[path].dtype} values, not numbers."
+            )
+        try:
+            values[path] = np.asarray(arrays[path], dtype=variable.dtype)
+        except (OSError, ValueError, TypeError) as e:
+            raise CheckpointError(
+                f"{origin}: cannot read tensor '{key}' ({type(e).__name__}: {e}); "
+                "is the file truncated?"
+            ) from None
+    return values
+
+
+def assign_arrays(
+    model: keras.Model,
+    arrays: Mapping[str, ArrayLike],
+    origin: str,
+    sources: Sources | None = None,
+) -> None:
+    """Assigns Keras-layout arrays to a model's variables by path, all or nothing.
+
+    Every variable of the model must be present with its exact shape. A
+    tensor the model has no variable for is an error, except the
+    classification head when the model was built without it. Every tensor
+    is checked and read before the first one is assigned, so a model is
+    never left half-loaded.
+
+    Args:
+        model: The model.
+        arrays: Tensors by Keras variable path: NumPy arrays, or arrays read
+            on demand such as `h5py.Dataset`s (anything with `shape`, `dtype`
+            and `__array__`), read only once every shape has been checked.
+        origin: How to name the checkpoint in error messages.
+        sources: For each path, the name and layout the tensor has in the
+            checkpoint, to name it as the checkpoint does in error messages.
+
+    Raises:
+        CheckpointError: Naming the first missing, mismatching, unexpected,
+            non-numeric or unreadable tensor (by its Paddle name and shapes
+            when `sources` is given).
+    """
+    sources = sources or {}
+    variables = {v.path: v for v in model.weights}
+    _check_names(variables, arrays, origin, sources)
+    _check_shapes(variables, arrays, origin, sources)
+    values = _read_values(variables, arrays, origin, sources)
+    for path, variable in variables.items():
+        variable.assign(values[path])
 
 
 def _output_channels(state: Mapping[str, np.ndarray], key: str, origin: str) -> int:

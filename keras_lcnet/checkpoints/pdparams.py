@@ -2,15 +2,21 @@
 
 A `.pdparams` file is a pickle of `{parameter name: numpy array}`. Unpickling
 can run arbitrary code, so the reader admits only NumPy array reconstruction
-and refuses every other global.
+and refuses every other global. It also never allocates more than the file
+holds: CPython's unpickler (before 3.14) and NumPy's array constructors
+allocate whatever size a pickle claims before noticing the data is short, so
+every claimed length, array shape and dtype is checked against the file first.
 """
 
 from __future__ import annotations
 
 import codecs
 import collections
+import io
+import math
 import os
 import pickle
+import pickletools
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,18 +31,65 @@ except ImportError:  # NumPy 1.x
 # Paddle 2.x/3.x may store this name map beside the tensors.
 STRUCTURE_KEY = "StructuredToParameterName@@"
 
+# Array dtypes a checkpoint can hold: booleans and numbers, never objects.
+_NUMERIC_KINDS = "biufc"
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle asked for something other than NumPy array reconstruction."""
+
+
+class _CheckedArray(np.ndarray):
+    """An array whose unpickled state is checked before NumPy allocates it.
+
+    NumPy pickles an array as `_reconstruct(ndarray, (0,), ...)` (an empty
+    array) followed by `__setstate__((version, shape, dtype, fortran, data))`,
+    which allocates `shape` x `dtype` (zero-filled for object arrays) before
+    it compares that size with `data`.
+    """
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("malformed NumPy array state")
+        shape, dtype, _, data = state[-4:]
+        if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS:
+            raise pickle.UnpicklingError(f"array of dtype {dtype!r}, not numbers")
+        if not isinstance(shape, tuple) or not all(
+            isinstance(n, int) and n >= 0 for n in shape
+        ):
+            raise pickle.UnpicklingError(f"array with invalid shape {shape!r}")
+        if not isinstance(data, bytes) or len(data) != math.prod(shape) * dtype.itemsize:
+            raise pickle.UnpicklingError(
+                f"array of shape {list(shape)} and dtype {dtype} with "
+                f"{len(data) if isinstance(data, bytes) else 'no'} bytes of data"
+            )
+        super().__setstate__(state)
+
+
+class _NdarrayToken:
+    """What `numpy.ndarray` unpickles to: accepted by `_reconstruct`, not callable."""
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+def _checked_reconstruct(subtype, shape, dtype) -> np.ndarray:
+    # NumPy always starts from an empty array; a pickle claiming a shape here
+    # would have it allocated before any data is read.
+    if not isinstance(subtype, _NdarrayToken) or not isinstance(shape, tuple) or shape != (0,):
+        raise pickle.UnpicklingError(f"_reconstruct({subtype!r}, {shape!r}) is not NumPy's form")
+    return _reconstruct(_CheckedArray, shape, dtype)
+
+
 _SAFE_GLOBALS = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayToken(),
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _checked_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _checked_reconstruct,
     ("collections", "OrderedDict"): collections.OrderedDict,
     # Protocol-2 pickles written by Python 3 encode array bytes with this.
     ("_codecs", "encode"): codecs.encode,
 }
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    """The pickle asked for something other than NumPy array reconstruction."""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -51,6 +104,18 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _check_lengths(data: bytes) -> None:
+    """Raises `ValueError` if an opcode claims more bytes than `data` holds.
+
+    `pickletools.genops` reads each argument from an in-memory stream, which
+    returns only what is there, and raises when it is short; frames are
+    checked here. The unpickler itself would allocate any claimed length.
+    """
+    for opcode, arg, pos in pickletools.genops(data):
+        if opcode.name == "FRAME" and arg > len(data) - pos:
+            raise ValueError(f"a frame at byte {pos} claims {arg} bytes, beyond the file's end")
+
+
 def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a PaddleClas `.pdparams` file into `{name: array}`, safely.
 
@@ -62,12 +127,15 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         CheckpointError: The file is truncated, not a pickle, holds anything
-            but NumPy arrays, or is not a mapping of names to arrays.
+            but numeric NumPy arrays, claims more data than it holds, or is
+            not a mapping of names to arrays.
     """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            obj = _NumpyOnlyUnpickler(f).load()
+            data = f.read()
+        _check_lengths(data)
+        obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
     except _RefusedGlobal as e:
         raise CheckpointError(f"{path}: {e}.") from None
     except (
@@ -99,7 +167,7 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"{path}: entry {key!r} is a {type(value).__name__}, not a NumPy "
                 "array: is it a PaddleClas .pdparams file?"
             )
-        state[key] = value
+        state[key] = value.view(np.ndarray)
     if not state:
         raise CheckpointError(f"{path} holds no tensors.")
     return state
