@@ -18,10 +18,14 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from keras_lcnet import __version__
 from keras_lcnet.architecture import MIN_INPUT_SIZE
 from keras_lcnet.presets import PRETRAINED_TAGS, VARIANTS, variant_name
+
+if TYPE_CHECKING:
+    import keras
 
 DEFAULT_VARIANT = "x1_0"
 _TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
@@ -34,7 +38,7 @@ _NATIVE_NOISE = re.compile(
 
 
 def _error(message: object) -> None:
-    print(f"keras-lcnet: error: {str(message).replace(chr(10), ' ')}", file=sys.stderr)
+    print("keras-lcnet: error:", " ".join(str(message).splitlines()), file=sys.stderr)
 
 
 # Argument types: a bad value exits with code 2 and argparse's message.
@@ -163,8 +167,9 @@ def _checkpoint_kwargs(state: dict, origin: str, args: argparse.Namespace) -> di
                          f"checkpoint: pass --variant {variant} or leave it out.")
     classes = getattr(args, "classes", None)
     if classes not in (None, found["classes"]):
-        raise ValueError(f"--classes {classes} does not match {origin}, which has "
-                         f"{found['classes']} classes: leave --classes out.")
+        has = f"{found['classes']} classes" if found["include_top"] else "no classifier"
+        raise ValueError(f"--classes {classes} does not match {origin}, which has {has}: "
+                         "leave --classes out.")
     if not found["include_top"]:  # a backbone: the head arguments mean nothing
         found = {"scale": found["scale"], "include_top": False}
     return {**found, **_architecture_flags(args, "stride_list", "dropout_rate")}
@@ -175,7 +180,9 @@ def _architecture_flags(args: argparse.Namespace, *names: str) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def _from_checkpoint(path: str, state: dict, args: argparse.Namespace, logits: bool) -> tuple:
+def _from_checkpoint(
+    path: str, state: dict, args: argparse.Namespace, logits: bool
+) -> tuple[keras.Model, dict]:
     """Builds the model a `.pdparams` checkpoint's shapes and the flags describe, and loads it.
 
     Returns:
@@ -192,7 +199,7 @@ def _from_checkpoint(path: str, state: dict, args: argparse.Namespace, logits: b
     return model, kwargs
 
 
-def _build_model(args: argparse.Namespace, logits: bool):
+def _build_model(args: argparse.Namespace, logits: bool) -> keras.Model:
     """The model `--variant`, `--weights` and the architecture flags describe.
 
     A `.pdparams` file is read once; its shapes give the width, head and classes.
@@ -227,12 +234,15 @@ def _load_call(path: str, kwargs: dict) -> str:
     return f"keras_lcnet.PPLCNet_{variant_name(kwargs['scale'])}({', '.join(arguments)})"
 
 
-def _save_atomically(model, path: str) -> None:
+def _save_atomically(model: keras.Model, path: str) -> None:
     """Saves the whole model (`.keras`) or its weights (`.weights.h5`); never half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     with tempfile.TemporaryDirectory(dir=folder, prefix=".keras-lcnet-") as tmp:
         staged = os.path.join(tmp, os.path.basename(path))  # Keras goes by the suffix
-        model.save(staged) if path.endswith(".keras") else model.save_weights(staged)
+        if path.endswith(".keras"):
+            model.save(staged)
+        else:
+            model.save_weights(staged)
         os.replace(staged, path)
 
 
@@ -245,12 +255,15 @@ def _outputs(logits: bool) -> str:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     _import_keras()
+    import numpy as np
+
     from keras_lcnet import decode_predictions, load_image
 
-    images = {}
+    paths, images = [], []
     for path in args.images:  # a bad file is reported, the others are still classified
         try:
-            images[path] = load_image(path)
+            images.append(load_image(path))
+            paths.append(path)
         except FileNotFoundError:
             _error(f"{path}: no such file")
         except (ValueError, OSError) as e:
@@ -264,14 +277,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if model.output_shape[-1] != 1000:
         raise ValueError("`predict` decodes ImageNet-1k classes; these weights have "
                          f"{model.output_shape[-1]} classes.")
-    import numpy as np
-
-    scores = model.predict(np.concatenate(list(images.values())), verbose=0)
-    for path, top in zip(images, decode_predictions(scores, top=args.top), strict=True):
+    scores = model.predict(np.concatenate(images), verbose=0)
+    for path, top in zip(paths, decode_predictions(scores, top=args.top), strict=True):
         print(path)
         for rank, (wnid, name, score) in enumerate(top, 1):
             print(f"  {rank}. {name:<30} {wnid}  {score:.4f}")
-    return 0 if len(images) == len(args.images) else 1
+    return 0 if len(paths) == len(args.images) else 1
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
