@@ -104,6 +104,8 @@ def _model_file(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{value!r} must end with .keras (the whole model) or .weights.h5 (the weights)"
         )
+    if not os.path.isdir(os.path.dirname(os.path.abspath(value))):
+        raise argparse.ArgumentTypeError(f"the folder of {value!r} does not exist")
     return value
 
 
@@ -246,10 +248,6 @@ def _save_atomically(model: keras.Model, path: str) -> None:
         os.replace(staged, path)
 
 
-def _outputs(logits: bool) -> str:
-    return "logits" if logits else "softmax scores"
-
-
 # The commands.
 
 
@@ -292,8 +290,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     _import_keras()
     model, kwargs = _from_checkpoint(args.checkpoint, state, args, args.logits)
     _save_atomically(model, args.output)
-    head = f"{kwargs['classes']} classes, {_outputs(args.logits)}" if "classes" in kwargs \
-        else "no classifier"
+    head = "no classifier"
+    if "classes" in kwargs:
+        head = f"{kwargs['classes']} classes, " + ("logits" if args.logits else "softmax scores")
     print(f"Wrote {args.output} ({model.name}, {head}). Load it with\n"
           f"    {_load_call(args.output, kwargs)}")
     if args.output.endswith(".keras"):
