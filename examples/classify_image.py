@@ -7,8 +7,9 @@
 The ImageNet weights are downloaded once into the Keras cache
 (`~/.keras/models/`). Offline, the script stops with the library's message
 saying where to put the file, or you pass a local `.pdparams`/`.weights.h5`
-file with `--weights`. A checkpoint with other classes than ImageNet's 1000
-(a PaddleClas fine-tune) prints class indices instead of names.
+file with `--weights`. A `.pdparams` checkpoint brings its own width and head:
+one with other classes than ImageNet's 1000 (a PaddleClas fine-tune) prints
+class indices instead of names.
 """
 
 from __future__ import annotations
@@ -20,21 +21,43 @@ import sys
 import numpy as np
 
 import keras_lcnet
+from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.presets import VARIANTS
+from keras_lcnet.weights import load_pdparams
 
 DEFAULT_IMAGE = pathlib.Path(__file__).parent / "images" / "cat.jpg"
 
 
-def checkpoint_classes(path: str) -> int:
-    """Class count of a PaddleClas checkpoint, so fine-tuned files load too."""
-    if pathlib.Path(path).read_bytes()[:4] == b"\x89HDF":  # Keras weights: assume ImageNet
-        return 1000
-    fc = read_pdparams(path).get("fc.weight")
-    return 1000 if fc is None else int(fc.shape[-1])
+def build_model(variant: str, weights: str | None):
+    """PP-LCNet with `weights`; a `.pdparams` file's shapes give the width and classes."""
+    if weights is None or not weights.endswith(".pdparams"):
+        return keras_lcnet.PPLCNet(scale=VARIANTS[variant], weights=weights)
+    state = read_pdparams(weights)  # read once, for its shapes and its values
+    model = keras_lcnet.PPLCNet(weights=None, **infer_architecture(state, weights))
+    load_pdparams(model, weights, state)
+    return model
 
 
-def parse_args() -> argparse.Namespace:
+def classify(paths: list[str], variant: str, weights: str | None, top: int) -> None:
+    """Prints the `top` classes of each image."""
+    model = build_model(variant, weights)
+    if weights is None:
+        print("Random weights (--weights none / --smoke): the classes below are meaningless.")
+    # PaddleClas' eval transform: RGB in [0, 255], short side 256, center crop 224.
+    # The model normalizes inside (include_preprocessing=True): nothing else to do.
+    batch = np.concatenate([keras_lcnet.load_image(path) for path in paths])
+    for path, probs in zip(paths, model.predict(batch, verbose=0), strict=True):
+        print(f"{path}  ({model.name}, weights={weights})")
+        if len(probs) == 1000:
+            ranked = keras_lcnet.decode_predictions(probs[None], top=top)[0]
+        else:
+            ranked = [("", f"class {i}", float(probs[i])) for i in np.argsort(probs)[::-1][:top]]
+        for rank, (_, label, score) in enumerate(ranked, 1):
+            print(f"  {rank}. {label:<28} {score:7.2%}")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -48,39 +71,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="x0_25 with random weights: checks the pipeline in seconds, offline")
     args = parser.parse_args()
-    args.weights = None if args.weights.lower() == "none" else args.weights
-    if args.smoke:
-        args.variant, args.weights = "x0_25", None
-    return args
-
-
-def classify(args: argparse.Namespace) -> None:
-    classes = 1000
-    if args.weights not in (None, "imagenet", "imagenet_ssld"):
-        classes = checkpoint_classes(args.weights)
-    model = keras_lcnet.PPLCNet(scale=VARIANTS[args.variant], weights=args.weights, classes=classes)
-    if args.weights is None:
-        print("Random weights (--weights none / --smoke): the classes below are meaningless.")
-
-    # PaddleClas' eval transform: RGB in [0, 255], short side 256, center crop 224.
-    # The model normalizes inside (include_preprocessing=True), so no other step is needed.
-    batch = np.concatenate([keras_lcnet.load_image(path) for path in args.images])
-    probabilities = model.predict(keras_lcnet.preprocess_input(batch), verbose=0)
-
-    for path, probs in zip(args.images, probabilities, strict=True):
-        print(f"{path}  ({model.name}, weights={args.weights})")
-        if classes == 1000:
-            top = keras_lcnet.decode_predictions(probs[None], top=args.top)[0]
-        else:
-            top = [("", f"class {i}", float(probs[i])) for i in np.argsort(probs)[::-1][: args.top]]
-        for rank, (_, label, score) in enumerate(top, 1):
-            print(f"  {rank}. {label:<28} {score:7.2%}")
-
-
-def main() -> int:
-    args = parse_args()
+    weights = None if args.smoke or args.weights.lower() == "none" else args.weights
     try:
-        classify(args)
+        classify(args.images, "x0_25" if args.smoke else args.variant, weights, args.top)
     except (ValueError, OSError) as e:
         # Offline, the library's WeightsUnavailableError (an OSError) names the URL,
         # the cache path to place the file at and `keras-lcnet convert`.

@@ -17,8 +17,7 @@ import sys
 import tempfile
 
 import keras_lcnet
-from keras_lcnet.deploy import export_litert
-from keras_lcnet.deploy.latency import measure
+from keras_lcnet.deploy import QUANTIZE_MODES, export_litert, measure
 from keras_lcnet.presets import VARIANTS
 
 
@@ -29,7 +28,7 @@ def main() -> int:
     parser.add_argument("--weights", default="imagenet",
                         help="imagenet, imagenet_ssld, none, or a checkpoint path")
     parser.add_argument("--output", type=pathlib.Path, help="the .tflite file to write")
-    parser.add_argument("--quantize", choices=("float16", "dynamic", "int8"), default=None)
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=None)
     parser.add_argument("--calibration-dir", help="representative images, for --quantize int8")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for timing")
     parser.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
@@ -43,7 +42,11 @@ def main() -> int:
     scale = VARIANTS[args.variant]
     # int8 models end with logits: XNNPACK has no int8 softmax.
     activation = None if args.quantize == "int8" else "softmax"
-    model = keras_lcnet.PPLCNet(scale=scale, weights=weights, classifier_activation=activation)
+    try:
+        model = keras_lcnet.PPLCNet(scale=scale, weights=weights, classifier_activation=activation)
+    except (ValueError, OSError) as e:  # offline, the message says where to put the file
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"{model.name}: {model.count_params():,} parameters, weights: {weights or 'random'}")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,8 +28,6 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import keras_lcnet
-from keras_lcnet.architecture import STAGES
-from keras_lcnet.errors import WeightsUnavailableError
 from keras_lcnet.presets import VARIANTS
 
 NUM_CLASSES = 10
@@ -114,7 +112,7 @@ def parse_args() -> argparse.Namespace:
                         help="PP-LCNet width of the backbone")
     parser.add_argument("--weights", default="none",
                         help="none (train from scratch), imagenet, imagenet_ssld or a file path")
-    parser.add_argument("--freeze-up-to", choices=["conv1", *STAGES], metavar="STAGE",
+    parser.add_argument("--freeze-up-to", metavar="STAGE",
                         help="freeze the backbone up to this stage: conv1, blocks2 .. blocks6 "
                         "(blocks6 trains the head only; needs pretrained --weights)")
     parser.add_argument("--image-size", type=int, default=32, help="side of the RGB images")
@@ -140,13 +138,13 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     keras.utils.set_random_seed(args.seed)
+    try:
+        model = build_model(args)
+    except (ValueError, OSError) as e:  # offline, the message says where to put the file
+        sys.exit(f"error: {e}")
     x_train, x_val, y_train, y_val = load_data(
         args.image_size, args.seed, limit=160 if args.smoke else None
     )
-    try:
-        model = build_model(args)
-    except WeightsUnavailableError as e:  # offline: the message says where to put the file
-        sys.exit(f"error: {e}")
     total = args.epochs * -(-len(x_train) // args.batch_size)
     # Cosine decay to zero: large steps early, fine convergence at the end.
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=total)

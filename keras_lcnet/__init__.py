@@ -1,22 +1,40 @@
-"""PP-LCNet, the CPU-first image classifier from PaddleClas, for Keras 3."""
+"""PP-LCNet, the CPU-first image classifier from PaddleClas, for Keras 3.
 
-from keras_lcnet.decode import decode_predictions
-from keras_lcnet.features import feature_extractor, freeze_backbone
-from keras_lcnet.layers import HardSwish, SqueezeExcite
-from keras_lcnet.model import (
-    PPLCNet,
-    PPLCNet_x0_5,
-    PPLCNet_x0_25,
-    PPLCNet_x0_35,
-    PPLCNet_x0_75,
-    PPLCNet_x1_0,
-    PPLCNet_x1_5,
-    PPLCNet_x2_0,
-    PPLCNet_x2_5,
-)
-from keras_lcnet.preprocessing import load_image, preprocess_input
+The public names are imported from their modules on first use (PEP 562), so
+importing the package (and starting `keras-lcnet --help`) does not load Keras
+or its backend. The custom layers are registered with Keras whenever Keras is
+imported, before or after this package, so `keras.saving.load_model` finds
+them in any process that imported `keras_lcnet`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+import wrapt
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "HardSwish": "keras_lcnet.layers",
+    "PPLCNet": "keras_lcnet.model",
+    "PPLCNet_x0_5": "keras_lcnet.model",
+    "PPLCNet_x0_25": "keras_lcnet.model",
+    "PPLCNet_x0_35": "keras_lcnet.model",
+    "PPLCNet_x0_75": "keras_lcnet.model",
+    "PPLCNet_x1_0": "keras_lcnet.model",
+    "PPLCNet_x1_5": "keras_lcnet.model",
+    "PPLCNet_x2_0": "keras_lcnet.model",
+    "PPLCNet_x2_5": "keras_lcnet.model",
+    "SqueezeExcite": "keras_lcnet.layers",
+    "decode_predictions": "keras_lcnet.decode",
+    "feature_extractor": "keras_lcnet.features",
+    "freeze_backbone": "keras_lcnet.features",
+    "load_image": "keras_lcnet.preprocessing",
+    "preprocess_input": "keras_lcnet.preprocessing",
+}
 
 __all__ = [
     "HardSwish",
@@ -36,3 +54,40 @@ __all__ = [
     "load_image",
     "preprocess_input",
 ]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports
+    from keras_lcnet.decode import decode_predictions
+    from keras_lcnet.features import feature_extractor, freeze_backbone
+    from keras_lcnet.layers import HardSwish, SqueezeExcite
+    from keras_lcnet.model import (
+        PPLCNet,
+        PPLCNet_x0_5,
+        PPLCNet_x0_25,
+        PPLCNet_x0_35,
+        PPLCNet_x0_75,
+        PPLCNet_x1_0,
+        PPLCNet_x1_5,
+        PPLCNet_x2_0,
+        PPLCNet_x2_5,
+    )
+    from keras_lcnet.preprocessing import load_image, preprocess_input
+
+
+def __getattr__(name: str):
+    """Imports a public name from its module on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+@wrapt.when_imported("keras")
+def _register_layers(keras_module) -> None:
+    # `register_keras_serializable` runs when `keras_lcnet.layers` is imported.
+    importlib.import_module("keras_lcnet.layers")

@@ -16,9 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test reads the results of interpreters started together
+
 ROOT = pathlib.Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 FIXTURE = ROOT / "tests" / "fixtures" / "pplcnet_x0_25.pdparams"  # x0_25, 8 classes
+# x0_25, 4 classes, no last_conv in the head
+NO_LAST_CONV = ROOT / "tests" / "fixtures" / "pplcnet_x0_25_no_last_conv.pdparams"
 # A proxy on a closed local port makes every download fail at once, so the
 # offline path is exercised without touching the network.
 NO_NETWORK = {
@@ -41,6 +45,9 @@ def _runs(tmp: pathlib.Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "classify_file": (
             ["classify_image.py", "--variant", "x0_25", "--weights", str(FIXTURE), "--top", "3"],
             isolated,
+        ),
+        "classify_no_last_conv": (
+            ["classify_image.py", "--weights", str(NO_LAST_CONV), "--top", "2"], isolated
         ),
         "classify_offline": (["classify_image.py", "--variant", "x0_25"], isolated),
         "classify_help": (["classify_image.py", "--help"], isolated),
@@ -103,6 +110,13 @@ def test_classify_image_with_a_local_checkpoint(results):
     assert [rank for rank, _, _ in ranked] == ["1", "2", "3"]
     scores = [float(score) for _, _, score in ranked]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_classify_image_takes_the_head_from_the_checkpoint(results):
+    # No --variant, and a head without last_conv: both are read off the file.
+    out = _ok(results["classify_no_last_conv"])
+    assert "PPLCNet_x0_25" in out
+    assert len(re.findall(r"^\s+\d\. class [0-3] ", out, flags=re.MULTILINE)) == 2
 
 
 def test_classify_image_offline_fails_with_the_library_message(results):
