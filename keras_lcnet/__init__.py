@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import wrapt
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
