@@ -194,10 +194,12 @@ class Runtime:
                 f"Cannot open {path!r} with {self.runtime} ({_reason(error)}): the file is "
                 f"corrupt, truncated or not a {suffix} model; export it again."
             ) from error
-        self._check_input(opener is _LiteRT, layout)
+        self.version = self._backend.version
+        self._read_input(opener is _LiteRT, layout)
         self.set_input(self._random_pixels())
 
-    def _check_input(self, litert: bool, layout: str | None) -> None:
+    def _read_input(self, litert: bool, layout: str | None) -> None:
+        """Sets the input attributes; raises ValueError for inputs `Runtime` cannot feed."""
         backend = self._backend
         shape = backend.input_shape
         if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape):
@@ -213,7 +215,6 @@ class Runtime:
             layout = "NCHW" if channels_first else "NHWC"
         self.input_shape, self.layout = shape, layout
         self.input_dtype, self.input_quantization = backend.input_dtype, backend.input_quantization
-        self.version = backend.version
 
     @property
     def batch_size(self) -> int:

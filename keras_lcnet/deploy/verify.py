@@ -128,7 +128,7 @@ class ExportReport:
             lines += [
                 "  the model's outputs ignore its input (spread "
                 + ("not measurable" if spread is None else f"{spread:.1e}")
-                + "), so that comparison cannot fail; checked instead on a twin with batch-norm "
+                + "), so that comparison proves nothing; checked instead on a twin with batch-norm "
                 "statistics calibrated on the inputs, exported the same way:",
                 "  twin " + self.twin.summary() + limit,
             ]
