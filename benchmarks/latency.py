@@ -13,7 +13,7 @@ alike and their ratios stay fair.
 Weights are random (`weights=None`): ImageNet weights cannot be downloaded on
 the machines this runs on, and latency does not depend on weight values. Batch
 norm statistics are recalibrated on the sample images first, so int8 models
-get realistic activation ranges (see `recalibrate_batchnorm`).
+get realistic activation ranges (see `keras_lcnet.deploy.verify.calibrate_batchnorm`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ import numpy as np
 
 from keras_lcnet import PPLCNet, load_image
 from keras_lcnet.deploy import ExportReport, export_litert, export_onnx
-from keras_lcnet.deploy.latency import Runner, cpu_model, interleave
+from keras_lcnet.deploy.latency import cpu_model, interleave
+from keras_lcnet.deploy.runtime import Runtime, timed_ms
+from keras_lcnet.deploy.verify import calibrate_batchnorm
 from keras_lcnet.presets import IMAGENET_ACCURACY_SOURCE, PRESETS, VARIANTS
 
 HERE = pathlib.Path(__file__).parent
@@ -77,7 +79,7 @@ class Candidate:
 
 
 class KerasRunner:
-    """Times `model.predict_on_batch` like `keras_lcnet.latency.Runner` times a file."""
+    """Times `model.predict_on_batch` like `keras_lcnet.deploy.runtime.Runtime` times a file."""
 
     runtime = "Keras predict_on_batch (TensorFlow)"
 
@@ -89,9 +91,7 @@ class KerasRunner:
         self.num_threads, self.input_shape, self.input_dtype = KERAS_THREADS, x.shape, x.dtype
 
     def run(self) -> float:
-        start = time.perf_counter_ns()
-        self.model.predict_on_batch(self.x)
-        return (time.perf_counter_ns() - start) / 1e6
+        return timed_ms(lambda: self.model.predict_on_batch(self.x))
 
 
 def sample_images() -> np.ndarray:
@@ -100,24 +100,6 @@ def sample_images() -> np.ndarray:
              for path in sorted(IMAGES.glob("*.jpg")) for short in (SIZE, 256, 320)]
     images = np.concatenate(crops)
     return np.concatenate([images, images[:, :, ::-1]])
-
-
-def recalibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
-    """Sets every BatchNormalization's moving statistics to those of `images`.
-
-    A freshly initialized network normalizes with mean 0 / variance 1, so its
-    activations shrink layer by layer; int8 scales computed from them become
-    so small that XNNPACK declines the int8 ADDs (as real weights would not
-    make it do). One training-mode pass with momentum 0 stores each layer's
-    batch statistics, computed on inputs already normalized upstream.
-    """
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer, momentum in zip(norms, momenta, strict=True):
-        layer.momentum = momentum
 
 
 def candidates(quick: bool) -> list[Candidate]:
@@ -144,7 +126,7 @@ def export_all(models: list[Candidate], images: np.ndarray, folder: pathlib.Path
     for c in models:
         start = time.time()
         inputs = c.preprocess(images.copy())
-        recalibrate_batchnorm(c.model, inputs)
+        calibrate_batchnorm(c.model, inputs)
         c.reports["fp32"] = export_litert(c.model, folder / f"{c.name}.tflite", strict=False)
         c.reports["int8"] = export_litert(c.model, folder / f"{c.name}_int8.tflite",
                                           quantize="int8", calibration=inputs, strict=False)
@@ -338,7 +320,7 @@ def main() -> int:
             for column, kind, threads in CONFIGS:
                 runners[c.name, column] = (
                     KerasRunner(c.name, c.model, c.preprocess(x.copy())) if kind == "keras"
-                    else Runner(c.reports[kind].path, num_threads=threads))
+                    else Runtime(c.reports[kind].path, num_threads=threads))
         loads = [os.getloadavg()]
         results = interleave(runners, args.rounds, args.block, warmup=5,
                              progress=lambda line: print(line, flush=True))

@@ -30,7 +30,8 @@ def deployment_report(model, source: str) -> None:
     import keras
 
     from keras_lcnet.deploy import export_litert, export_onnx
-    from keras_lcnet.deploy.latency import Runner, cpu_model, interleave
+    from keras_lcnet.deploy.latency import cpu_model, interleave
+    from keras_lcnet.deploy.runtime import Runtime
 
     # keras.applications weights cannot be downloaded offline either; latency
     # does not depend on the weights' values.
@@ -44,7 +45,7 @@ def deployment_report(model, source: str) -> None:
             for export, suffix in ((export_litert, "tflite"), (export_onnx, "onnx")):
                 report = export(net, os.path.join(tmp, f"{net.name}.{suffix}"), strict=False)
                 print(report.summary())
-                runners[net.name, suffix] = Runner(report.path, num_threads=threads)
+                runners[net.name, suffix] = Runtime(report.path, num_threads=threads)
         if "random" in source:
             print("(Random weights give outputs that hardly depend on the input, so these "
                   "parity checks are weak; tests/test_export.py checks parity on informative "

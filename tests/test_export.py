@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 from helpers import FIXTURES, IMAGES_DIR, load_case, model_kwargs, relative_error
 
 from keras_lcnet.cli import main
@@ -18,7 +19,15 @@ from keras_lcnet.deploy import (
     load_calibration,
     static_input_shape,
 )
+from keras_lcnet.deploy import onnx as onnx_export
+from keras_lcnet.deploy.runtime import Runtime
+from keras_lcnet.deploy.verify import check_output_path
 from keras_lcnet.model import PPLCNet
+
+pytestmark = pytest.mark.export
+for _module in ("ai_edge_litert", "tf2onnx", "onnxruntime"):
+    pytest.importorskip(_module)
+onnx = pytest.importorskip("onnx")
 
 CHECKPOINT = FIXTURES / "pplcnet_x0_25.pdparams"
 
@@ -38,16 +47,6 @@ def litert_float32(case, tmp_path_factory):
     return export_litert(model, path, verification=pixels)
 
 
-def run_litert(path, pixels):
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    source, result = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    outputs = []
-    for image in pixels:
-        interpreter.set_tensor(source["index"], image[None])
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(result["index"]))
-    return np.concatenate(outputs)
 
 
 def test_litert_float32_matches_keras_and_paddle(case, litert_float32):
@@ -55,7 +54,7 @@ def test_litert_float32_matches_keras_and_paddle(case, litert_float32):
     assert litert_float32.ok, litert_float32.summary()
     assert litert_float32.agreement.max_relative_difference <= 1e-4
     assert litert_float32.agreement.samples == 2
-    assert relative_error(run_litert(litert_float32.path, pixels), paddle_logits) <= 1e-4
+    assert relative_error(Runtime(litert_float32.path).predict(pixels), paddle_logits) <= 1e-4
 
 
 def test_litert_graph_is_static_builtin_and_one_xnnpack_partition(litert_float32):
@@ -64,12 +63,12 @@ def test_litert_graph_is_static_builtin_and_one_xnnpack_partition(litert_float32
     assert not audit.custom_ops and not any(op.startswith("CUSTOM") for op in audit.ops)
     assert not {"SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE"} & set(audit.ops)
     assert audit.partitions == 1 and not audit.undelegated
-    source = Interpreter(model_path=litert_float32.path).get_input_details()[0]
-    assert list(source["shape_signature"]) == [1, 224, 224, 3]
+    assert Runtime(litert_float32.path).input_shape == (1, 224, 224, 3)  # no dynamic dims
     summary = litert_float32.summary()
     assert "1 partition(s)" in summary and "verification OK" in summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["float16", "dynamic", "int8"])
 def test_quantized_recipes_run_and_report_agreement(case, quantize, tmp_path):
     model, _, _ = case
@@ -90,6 +89,7 @@ def test_quantized_recipes_run_and_report_agreement(case, quantize, tmp_path):
         assert "HARD_SWISH" not in report.audit.ops  # rewritten into int8 ADD/MUL
 
 
+@pytest.mark.slow
 def test_int8_with_uint8_input_takes_raw_pixels(case, tmp_path):
     model, _, _ = case
     report = export_litert(model, tmp_path / "u8.tflite", quantize="int8",
@@ -97,8 +97,8 @@ def test_int8_with_uint8_input_takes_raw_pixels(case, tmp_path):
     assert report.input_dtype == "uint8"
     scale, zero_point = report.input_quantization  # what raw frames must be mapped with
     assert scale > 0 and 0 <= zero_point <= 255 and "pixels = (q - " in report.summary()
-    source = Interpreter(model_path=report.path).get_input_details()[0]
-    assert source["dtype"] == np.uint8
+    runtime = Runtime(report.path)
+    assert runtime.input_dtype == np.uint8 and runtime.input_quantization == (scale, zero_point)
     # The uint8 -> int8 QUANTIZE at the input is the only op outside XNNPACK.
     assert report.audit.partitions == 1
     assert [op[0] for op in report.audit.undelegated] == ["QUANTIZE"]
@@ -127,6 +127,38 @@ def test_export_rejects_bad_arguments(case, tmp_path):
         static_input_shape(fixed, image_size=224)
 
 
+def test_unwritable_destinations_fail_before_any_conversion(case, tmp_path, monkeypatch):
+    model, _, _ = case
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted before checking the destination")
+
+    monkeypatch.setattr(keras.Model, "export", no_conversion)
+    monkeypatch.setattr(onnx_export, "convert", no_conversion)
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder.onnx").mkdir()
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        export_litert(model, tmp_path / "a_file" / "m.tflite")
+    with pytest.raises(ValueError, match="it is a folder"):
+        export_onnx(model, tmp_path / "a_folder.onnx")
+    # Root (as these tests may run) writes through chmod, so stand in for a
+    # read-only folder / file: this shows the check consults the permissions
+    # before converting, not that the OS would refuse the write.
+    locked_folder, open_folder = tmp_path / "locked", tmp_path / "open"
+    locked_folder.mkdir(), open_folder.mkdir()
+    locked_file = open_folder / "locked.onnx"
+    locked_file.write_text("")
+    locked = {str(locked_folder), str(locked_file)}
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) not in locked and access(p, mode))
+    with pytest.raises(ValueError, match=r"folder .*locked' is not writable") as error:
+        export_litert(model, locked_folder / "m.tflite")
+    assert "\n" not in str(error.value) and "Cannot write the export to" in str(error.value)
+    with pytest.raises(ValueError, match="file exists and is not writable"):
+        export_onnx(model, locked_file)
+    assert check_output_path(open_folder / "new.onnx", ".onnx").endswith("new.onnx")
+
+
 def test_load_calibration(tmp_path):
     images = load_calibration(IMAGES_DIR, (1, 160, 160, 3))
     assert images.shape == (3, 160, 160, 3) and images.dtype == np.float32
@@ -142,6 +174,7 @@ def test_load_calibration(tmp_path):
         load_calibration(tmp_path / "nope", (1, 160, 160, 3))
 
 
+@pytest.mark.slow
 def test_strict_export_raises_after_writing(case, tmp_path, monkeypatch):
     model, _, _ = case
     monkeypatch.setattr("keras_lcnet.deploy.verify.FLOAT32_TOLERANCE", 0.0)
@@ -152,6 +185,81 @@ def test_strict_export_raises_after_writing(case, tmp_path, monkeypatch):
     assert not export_onnx(model, path, strict=False).ok
 
 
+@pytest.fixture(scope="module")
+def random_model():
+    """Fresh weights: batch norm (mean 0, variance 1) shrinks every activation to ~0,
+    so every output is 0.1 whatever the input."""
+    return PPLCNet(scale=0.25, weights=None, classes=10)
+
+
+@pytest.mark.slow
+def test_cli_export_of_random_weights_is_verified_on_a_twin(tmp_path, capsys):
+    path = tmp_path / "random.tflite"
+    assert main(["export", "--variant", "x0_25", "--weights", "none", "--classes", "10",
+                 "--output", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("outputs ignore its input" in line for line in lines)
+    assert any(line.startswith("  twin vs Keras") for line in lines)
+    assert lines[-1] == "  verification OK (on the BN-calibrated twin)"
+
+
+@pytest.mark.slow
+def test_random_weights_onnx_export_is_verified_on_a_twin(random_model, tmp_path):
+    pixels = np.random.default_rng(2).uniform(0, 255, (3, 224, 224, 3)).astype(np.float32)
+    before = random_model.predict_on_batch(pixels)
+    report = export_onnx(random_model, tmp_path / "random.onnx")
+    assert not report.agreement.informative  # the file's own comparison proves nothing
+    assert report.twin is not None and report.twin.informative
+    assert report.twin.max_relative_difference <= 1e-4 and report.ok and not report.weak
+    assert "verification OK (on the BN-calibrated twin)" in report.summary()
+    # Calibrating the twin left the model itself alone.
+    np.testing.assert_array_equal(random_model.predict_on_batch(pixels), before)
+
+
+@pytest.mark.slow
+def test_a_wrong_graph_of_random_weights_fails_verification(random_model, tmp_path,
+                                                            monkeypatch):
+    export = keras.Model.export
+
+    def wrong_graph(self, filepath, **kwargs):
+        """A converter bug: the first convolution's kernel comes out 1.5x too large."""
+        broken = keras.models.clone_model(self)
+        broken.set_weights(self.get_weights())
+        conv = next(x for x in broken.layers if isinstance(x, keras.layers.Conv2D))
+        conv.kernel.assign(conv.kernel * 1.5)
+        export(broken, filepath, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "export", wrong_graph)
+    # The wrong graph still outputs the constant 0.1: only the twin can tell.
+    with pytest.raises(ExportError, match="BN-calibrated twin: max relative difference"):
+        export_litert(random_model, tmp_path / "wrong.tflite")
+
+
+def test_a_check_that_cannot_fail_is_reported_weak_not_ok(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(4, kernel_initializer="zeros", bias_initializer="ones")(pooled)
+    constant = keras.Model(inputs, outputs)  # no batch norm: no twin can make it informative
+    report = export_litert(constant, tmp_path / "constant.tflite")
+    assert report.weak and report.ok  # nothing failed, but nothing could have
+    summary = report.summary()
+    assert "WEAK: " in summary and "cannot detect a wrong graph" in summary
+    assert "verification OK" not in summary
+
+
+def test_one_verification_input_is_enough_when_outputs_depend_on_it(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
+    image = np.random.default_rng(3).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    report = export_onnx(model, tmp_path / "one.onnx", verification=image)
+    # One input cannot show a spread; a random-pixel probe in Keras does.
+    assert report.agreement.samples == 1 and report.agreement.informative
+    assert report.twin is None and "verification OK" in report.summary()
+
+
+@pytest.mark.slow
 def test_cli_export_litert_and_onnx(tmp_path, capsys):
     tflite, onnx_path = tmp_path / "x.tflite", tmp_path / "x.onnx"
     args = ["export", "--variant", "x0_25", "--weights", str(CHECKPOINT), "--classes", "8"]
@@ -163,6 +271,7 @@ def test_cli_export_litert_and_onnx(tmp_path, capsys):
     assert "opset 18" in out and "Transpose" not in out and "verification OK" in out
 
 
+@pytest.mark.slow
 def test_cli_export_int8_outputs_logits(tmp_path, capsys):
     path = tmp_path / "int8.tflite"
     # Not random weights: their vanishing activations get int8 scales XNNPACK rejects.
@@ -180,7 +289,7 @@ def test_cli_export_int8_outputs_logits(tmp_path, capsys):
         (["--output", "m.onnx", "--quantize", "int8"], "apply to LiteRT"),
         (["--output", "m.tflite", "--nchw-input"], "apply to ONNX"),
         (["--output", "m.tflite", "--quantize", "int8"], "needs --calibration-dir"),
-        (["--output", "m.onnx"], "failed verification"),
+        pytest.param(["--output", "m.onnx"], "failed verification", marks=pytest.mark.slow),
     ],
 )
 def test_cli_export_errors_exit_1(extra, message, tmp_path, capsys, monkeypatch):
@@ -191,6 +300,7 @@ def test_cli_export_errors_exit_1(extra, message, tmp_path, capsys, monkeypatch)
     assert message in err and err.startswith("keras-lcnet: error:")
 
 
+@pytest.mark.slow
 def test_example_smoke_run():
     result = subprocess.run(
         [sys.executable, "examples/export_litert.py", "--smoke"],

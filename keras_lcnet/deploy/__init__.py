@@ -14,14 +14,16 @@ print(measure("lcnet.tflite", num_threads=2).summary())
 
 Modules: `litert` and `onnx` (one export each), `verify` (what they share:
 input shapes, comparison with Keras, the report), `audit` (graph checks),
-`latency` (timing). Exports need the TensorFlow backend and the `export`
-extra (`pip install "keras-lcnet[export]"`).
+`runtime` (one wrapper that runs `.tflite` and `.onnx` files, for
+verification and timing) and `latency` (timing). Exports need the TensorFlow
+backend and the `export` extra (`pip install "keras-lcnet[export]"`).
 """
 
 from keras_lcnet.deploy.audit import LiteRTAudit, OnnxAudit, audit_litert, audit_onnx
 from keras_lcnet.deploy.latency import LatencyResult, Runner, interleave, measure
 from keras_lcnet.deploy.litert import QUANTIZE_MODES, export_litert
 from keras_lcnet.deploy.onnx import export_onnx
+from keras_lcnet.deploy.runtime import Runtime
 from keras_lcnet.deploy.verify import (
     Agreement,
     ExportReport,
@@ -40,6 +42,7 @@ __all__ = [
     "LiteRTAudit",
     "OnnxAudit",
     "Runner",
+    "Runtime",
     "audit_litert",
     "audit_onnx",
     "compare",

@@ -5,22 +5,20 @@ from __future__ import annotations
 import os
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_lcnet.deploy import verify
 from keras_lcnet.deploy.audit import audit_litert
+from keras_lcnet.deploy.runtime import Runtime, batches
 from keras_lcnet.deploy.verify import (
     ExportReport,
-    batches,
     check_backend,
     check_output_path,
-    compare,
     finish,
-    keras_outputs,
     load_calibration,
     static_input_shape,
     verification_data,
+    verify_outputs,
 )
 from keras_lcnet.layers import HardSwish
 
@@ -67,31 +65,25 @@ def _int8_friendly(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _run_litert(path: str, data: np.ndarray, batch_size: int):
-    """The model's outputs on `data`, and its input quantization if integer."""
-    from ai_edge_litert.interpreter import Interpreter
+def _write(model, path: str, input_shape, quantize, calibration, uint8_input: bool) -> None:
+    """Converts `model` with one of the recipes of `export_litert` and writes it to `path`."""
+    import tensorflow as tf
 
-    interpreter = Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]
-    result = interpreter.get_output_details()[0]
-    quantization = None
-    if np.issubdtype(source["dtype"], np.integer):
-        quantization = (float(source["quantization"][0]), int(source["quantization"][1]))
-    outputs = []
-    for batch, pad in batches(data, batch_size):
-        if quantization:
-            scale, zero_point = quantization
-            info = np.iinfo(source["dtype"])
-            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
-        interpreter.set_tensor(source["index"], batch.astype(source["dtype"]))
-        interpreter.invoke()
-        output = interpreter.get_tensor(result["index"]).astype(np.float32)
-        if np.issubdtype(result["dtype"], np.integer):
-            scale, zero_point = result["quantization"]
-            output = (output - zero_point) * scale
-        outputs.append(output[: len(batch) - pad])
-    return np.concatenate(outputs), quantization
+    options: dict = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    exported = model
+    if quantize is not None:
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        options["target_spec"]["supported_types"] = [tf.float16]
+    if quantize == "int8":
+        exported = _int8_friendly(model)
+        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+        options["representative_dataset"] = lambda: (
+            [batch] for batch, _ in batches(calibration, input_shape[0]))
+        if uint8_input:
+            options["inference_input_type"] = tf.uint8
+    spec = tf.TensorSpec(input_shape, tf.float32, name="images")
+    exported.export(path, format="litert", input_signature=[spec], verbose=False, **options)
 
 
 def export_litert(
@@ -111,7 +103,9 @@ def export_litert(
     partition) and builtin ops only (no Select TF / Flex ops); h-swish stays
     the native `HARD_SWISH` in float models. The written file is run by
     `ai-edge-litert`'s interpreter, compared with `model`, and audited
-    (op list, XNNPACK partitions).
+    (op list, XNNPACK partitions). When the model's outputs ignore its input
+    (random weights), the comparison runs on a twin with calibrated
+    batch-norm statistics instead (see `verify.verify_outputs`).
 
     Quantization recipes:
     - `None`: float32. Must match Keras within `FLOAT32_TOLERANCE`.
@@ -146,8 +140,6 @@ def export_litert(
         ValueError: Invalid arguments.
         ExportError: The file was written but failed verification (`strict`).
     """
-    import tensorflow as tf
-
     check_backend()
     path = check_output_path(path, ".tflite")
     if quantize not in (None, *QUANTIZE_MODES):
@@ -165,25 +157,12 @@ def export_litert(
     if calibration is not None:
         calibration = load_calibration(calibration, input_shape)
 
-    options: dict = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    exported = model
-    if quantize is not None:
-        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        options["target_spec"]["supported_types"] = [tf.float16]
-    if quantize == "int8":
-        exported = _int8_friendly(model)
-        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
-        options["representative_dataset"] = lambda: (
-            [batch] for batch, _ in batches(calibration, batch_size))
-        if uint8_input:
-            options["inference_input_type"] = tf.uint8
-    spec = tf.TensorSpec(input_shape, tf.float32, name="images")
-    exported.export(path, format="litert", input_signature=[spec], verbose=False, **options)
+    def write(m: keras.Model, p: str) -> None:
+        _write(m, p, input_shape, quantize, calibration, uint8_input)
 
+    write(model, path)
     data, described = verification_data(calibration, verification, input_shape)
-    outputs, input_quantization = _run_litert(path, data, batch_size)
-    agreement = compare(outputs, keras_outputs(model, data, batch_size), described)
+    agreement, twin = verify_outputs(model, path, data, described, batch_size, write)
     report = ExportReport(
         path=path,
         format="litert",
@@ -193,6 +172,7 @@ def export_litert(
         agreement=agreement,
         audit=audit_litert(path),
         tolerance=verify.FLOAT32_TOLERANCE if quantize is None else None,
-        input_quantization=input_quantization,
+        input_quantization=Runtime(path).input_quantization,
+        twin=twin,
     )
     return finish(report, strict)

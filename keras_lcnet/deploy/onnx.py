@@ -15,20 +15,17 @@ import contextlib
 import os
 
 import keras
-import numpy as np
 
 from keras_lcnet.deploy import verify
 from keras_lcnet.deploy.audit import audit_onnx
 from keras_lcnet.deploy.verify import (
     ExportReport,
-    batches,
     check_backend,
     check_output_path,
-    compare,
     finish,
-    keras_outputs,
     static_input_shape,
     verification_data,
+    verify_outputs,
 )
 
 MIN_OPSET = 14  # ONNX HardSwish exists from opset 14
@@ -205,7 +202,6 @@ def export_onnx(
         ExportError: The file was written but failed verification (`strict`).
     """
     import onnx
-    import onnxruntime as ort
 
     check_backend()
     path = check_output_path(path, ".onnx")
@@ -213,15 +209,12 @@ def export_onnx(
     proto = convert(model, input_shape, opset=opset, nchw_input=nchw_input)
     onnx.save(proto, path)
 
+    def write_twin(twin: keras.Model, twin_path: str) -> None:
+        onnx.save(convert(twin, input_shape, opset=opset, nchw_input=nchw_input), twin_path)
+
     data, described = verification_data(None, verification, input_shape)
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    outputs = []
-    for batch, pad in batches(data, batch_size):
-        feed = batch.transpose(0, 3, 1, 2) if nchw_input else batch
-        outputs.append(session.run(None, {INPUT_NAME: feed})[0][: len(batch) - pad])
-    agreement = compare(
-        np.concatenate(outputs), keras_outputs(model, data, batch_size), described
-    )
+    agreement, twin = verify_outputs(model, path, data, described, batch_size, write_twin,
+                                     layout="NCHW" if nchw_input else "NHWC")
     b, h, w, c = input_shape
     report = ExportReport(
         path=path,
@@ -232,5 +225,6 @@ def export_onnx(
         agreement=agreement,
         audit=audit_onnx(proto, max_transposes=0 if nchw_input else 1),
         tolerance=verify.FLOAT32_TOLERANCE,
+        twin=twin,
     )
     return finish(report, strict)

@@ -6,18 +6,25 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
 
 from keras_lcnet.deploy.audit import LiteRTAudit, OnnxAudit
+from keras_lcnet.deploy.runtime import Runtime, batches
 from keras_lcnet.errors import ExportError
 from keras_lcnet.preprocessing import CROP_SIZE, RESIZE_SHORT, load_image
 
 FLOAT32_TOLERANCE = 1e-4  # max |exported - keras| / max |keras|
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VERIFICATION_SAMPLES = 4
+# Below this relative spread across inputs the reference outputs ignore the
+# input (e.g. random weights: activations vanish layer by layer), and any
+# graph that outputs the same constant would pass the comparison.
+SPREAD_FLOOR = 1e-3
+TWIN_CALIBRATION_SAMPLES = 16  # inputs that set a twin's batch-norm statistics
 
 
 @dataclasses.dataclass
@@ -32,6 +39,8 @@ class Agreement:
             (`None` when the output is not a vector of class scores).
         cosine_similarity: Mean over inputs of the cosine similarity of the
             flattened outputs.
+        spread: How much the Keras outputs vary across inputs (see
+            `output_spread`); `None` when that could not be measured.
     """
 
     inputs: str
@@ -39,6 +48,12 @@ class Agreement:
     max_relative_difference: float
     top1_agreement: float | None
     cosine_similarity: float
+    spread: float | None = None
+
+    @property
+    def informative(self) -> bool:
+        """Whether the reference outputs depend on the input, so a wrong graph can fail."""
+        return self.spread is not None and self.spread >= SPREAD_FLOOR
 
     def summary(self) -> str:
         top1 = "" if self.top1_agreement is None else (
@@ -65,6 +80,10 @@ class ExportReport:
         tolerance: The relative-difference limit checked (float32 only).
         input_quantization: `(scale, zero_point)` of an integer input:
             pixels = (q - zero_point) * scale.
+        twin: When the model's outputs ignore its input (`agreement` is not
+            informative): the same comparison for a twin of the model with
+            batch-norm statistics calibrated on the verification inputs,
+            exported with the same recipe (see `verify_outputs`).
     """
 
     path: str
@@ -76,22 +95,44 @@ class ExportReport:
     audit: LiteRTAudit | OnnxAudit
     tolerance: float | None
     input_quantization: tuple[float, int] | None = None
+    twin: Agreement | None = None
 
     @property
     def failures(self) -> list[str]:
         problems = list(self.audit.failures)
-        if self.tolerance is not None and not (
-            self.agreement.max_relative_difference <= self.tolerance
-        ):
-            problems.append(
-                f"max relative difference {self.agreement.max_relative_difference:.2e} "
-                f"exceeds {self.tolerance:.0e}"
-            )
+        for name, agreement in (("", self.agreement), ("BN-calibrated twin: ", self.twin)):
+            if agreement is None or self.tolerance is None:
+                continue
+            if not agreement.max_relative_difference <= self.tolerance:
+                problems.append(
+                    f"{name}max relative difference {agreement.max_relative_difference:.2e} "
+                    f"exceeds {self.tolerance:.0e}"
+                )
         return problems
 
     @property
     def ok(self) -> bool:
+        """No check failed (see `weak` for whether the comparison could have)."""
         return not self.failures
+
+    @property
+    def weak(self) -> bool:
+        """The outputs ignore the input even on the twin: no comparison could fail."""
+        return not self.agreement.informative and not (self.twin and self.twin.informative)
+
+    def _agreement_lines(self) -> list[str]:
+        limit = "" if self.tolerance is None else f" (limit {self.tolerance:.0e})"
+        lines = ["  " + self.agreement.summary() + limit]
+        if self.twin is not None:
+            spread = self.agreement.spread
+            lines += [
+                "  the model's outputs ignore its input (spread "
+                + ("not measurable" if spread is None else f"{spread:.1e}")
+                + "), so that comparison proves nothing; checked instead on a twin with batch-norm "
+                "statistics calibrated on the inputs, exported the same way:",
+                "  twin " + self.twin.summary() + limit,
+            ]
+        return lines
 
     def summary(self) -> str:
         size = os.path.getsize(self.path) / 1e6
@@ -103,11 +144,17 @@ class ExportReport:
         lines = [
             f"{name} {self.quantize or 'float32'} -> {self.path} ({size:.2f} MB), "
             f"input {self.input_dtype}{list(self.input_shape)}{quantized}",
-            "  " + self.agreement.summary()
-            + ("" if self.tolerance is None else f" (limit {self.tolerance:.0e})"),
+            *self._agreement_lines(),
         ]
         lines += ["  " + line for line in self.audit.summary().splitlines()]
-        lines += [f"  FAILED: {problem}" for problem in self.failures] or ["  verification OK"]
+        if self.failures:
+            lines += [f"  FAILED: {problem}" for problem in self.failures]
+        elif self.weak:
+            lines.append("  WEAK: the outputs do not depend on the input, so this check cannot "
+                         "detect a wrong graph; verify with trained weights")
+        else:
+            on_twin = " (on the BN-calibrated twin)" if self.twin else ""
+            lines.append("  verification OK" + on_twin)
         return "\n".join(lines)
 
 
@@ -228,17 +275,9 @@ def load_calibration(
     return data
 
 
-def random_pixels(input_shape: tuple[int, ...], samples: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
+def random_pixels(input_shape: tuple[int, ...], samples: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (samples, *input_shape[1:])).astype(np.float32)
-
-
-def batches(data: np.ndarray, batch_size: int):
-    """Fixed-size batches, the last one padded by repeating its first input."""
-    for start in range(0, len(data), batch_size):
-        batch = data[start : start + batch_size]
-        pad = batch_size - len(batch)
-        yield np.concatenate([batch, np.repeat(batch[:1], pad, axis=0)]) if pad else batch, pad
 
 
 def keras_outputs(model: keras.Model, data: np.ndarray, batch_size: int) -> np.ndarray:
@@ -261,16 +300,59 @@ def compare(outputs: np.ndarray, reference: np.ndarray, inputs: str) -> Agreemen
     top1 = None
     if reference.ndim == 2 and reference.shape[1] > 1:
         top1 = float(np.mean(outputs.argmax(1) == reference.argmax(1)))
-    return Agreement(inputs, len(reference), relative, top1, float(np.mean(cosine)))
+    return Agreement(inputs, len(reference), relative, top1, float(np.mean(cosine)),
+                     output_spread(reference))
+
+
+def output_spread(outputs: np.ndarray) -> float | None:
+    """How much outputs vary across inputs, relative to their size.
+
+    Args:
+        outputs: One output per input, `(samples, ...)`.
+
+    Returns:
+        The largest range across inputs of any output value, over the
+        largest absolute output (0 for all-zero outputs); `None` for fewer
+        than two inputs.
+    """
+    if len(outputs) < 2:
+        return None
+    flat = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    scale = np.max(np.abs(flat))
+    return float(np.max(np.ptp(flat, axis=0)) / scale) if scale > 0 else 0.0
 
 
 def check_output_path(path: str | os.PathLike, suffix: str) -> str:
+    """Checks, before any conversion, that an export can be written to `path`.
+
+    Args:
+        path: The output file.
+        suffix: The extension it must have.
+
+    Returns:
+        `path` as a string.
+
+    Raises:
+        ValueError: Wrong extension, or the destination cannot be written.
+    """
     path = os.fspath(path)
     if not path.endswith(suffix):
         raise ValueError(f"The output file must end with '{suffix}', got {path!r}.")
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ValueError(f"The output folder {parent!r} does not exist.")
+    problem = None
+    if not os.path.exists(parent):
+        problem = f"the output folder {parent!r} does not exist"
+    elif not os.path.isdir(parent):
+        problem = f"{parent!r} is a file, not a folder"
+    elif os.path.isdir(path):
+        problem = "it is a folder"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        problem = f"the folder {parent!r} is not writable"
+    elif os.path.exists(path) and not os.access(path, os.W_OK):
+        problem = "the file exists and is not writable"
+    if problem:
+        raise ValueError(f"Cannot write the export to {path!r}: {problem}. Choose another --output "
+                         "path (or fix the folder's permissions).")
     return path
 
 
@@ -280,6 +362,105 @@ def verification_data(calibration, verification, input_shape):
     if calibration is not None:
         return calibration, "calibration inputs"
     return random_pixels(input_shape, VERIFICATION_SAMPLES), "random-pixel inputs"
+
+
+def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+    """Sets every BatchNormalization's moving statistics to those of `images`, in place.
+
+    A freshly initialized network normalizes with mean 0 / variance 1, so its
+    activations shrink layer by layer until the outputs ignore the input.
+    One training-mode pass with momentum 0 stores each layer's batch
+    statistics, computed on inputs already normalized upstream.
+
+    Args:
+        model: A Keras model (nested models included).
+        images: Model inputs for one forward pass.
+    """
+    def walk(layer):
+        for inner in getattr(layer, "layers", []):
+            yield inner
+            yield from walk(inner)
+
+    norms = [x for x in walk(model) if isinstance(x, keras.layers.BatchNormalization)]
+    saved = [(x.momentum, x.trainable) for x in norms]
+    for layer in norms:  # a frozen BN layer ignores training=True
+        layer.momentum, layer.trainable = 0.0, True
+    try:
+        model(images, training=True)
+    finally:
+        for layer, (momentum, trainable) in zip(norms, saved, strict=True):
+            layer.momentum, layer.trainable = momentum, trainable
+
+
+def calibrated_twin(model: keras.Model, images: np.ndarray) -> keras.Model | None:
+    """A copy of `model` whose batch-norm statistics are those of `images`.
+
+    Returns:
+        The twin, or `None` when `model` cannot be cloned into new variables
+        (subclassed models).
+    """
+    try:
+        twin = keras.models.clone_model(model)
+    except (ValueError, TypeError, NotImplementedError):
+        return None
+    if {id(v) for v in twin.weights} & {id(v) for v in model.weights}:
+        return None  # calibrating it would change `model`
+    twin.set_weights(model.get_weights())
+    calibrate_batchnorm(twin, images[:TWIN_CALIBRATION_SAMPLES])
+    return twin
+
+
+def _agreement(model, outputs, data, described: str, batch_size: int) -> Agreement:
+    """`compare` with Keras; one input alone is paired with a random one to measure the spread."""
+    reference = keras_outputs(model, data, batch_size)
+    agreement = compare(outputs, reference, described)
+    if len(data) < 2:
+        probe = keras_outputs(model, random_pixels(data.shape, 1, seed=1), batch_size)
+        agreement.spread = output_spread(np.concatenate([reference, probe]))
+    return agreement
+
+
+def verify_outputs(
+    model: keras.Model,
+    path: str,
+    data: np.ndarray,
+    described: str,
+    batch_size: int,
+    export: Callable[[keras.Model, str], None],
+    layout: str = "NHWC",
+) -> tuple[Agreement, Agreement | None]:
+    """Compares an exported file with `model`, on a twin when that proves nothing.
+
+    When the model's outputs ignore the input (random weights), that
+    comparison passes for any graph that outputs the same constant. Then a
+    twin with batch-norm statistics calibrated on `data` (informative
+    activations, same graph) is exported by `export` to a temporary file and
+    compared with the twin in Keras.
+
+    Args:
+        model: The Keras model.
+        path: Its export.
+        data: Float32 inputs `(samples, h, w, c)`.
+        described: What `data` is, for the report.
+        batch_size: The export's static batch size.
+        export: `export(model, path)` writes a model with the same recipe.
+        layout: The export's input layout, `"NHWC"` or `"NCHW"`.
+
+    Returns:
+        The file's agreement, and the twin's (`None` when not needed or
+        when `model` cannot be cloned).
+    """
+    threads = os.cpu_count() or 1
+    outputs = Runtime(path, threads, layout).predict(data)
+    agreement = _agreement(model, outputs, data, described, batch_size)
+    twin = None if agreement.informative else calibrated_twin(model, data)
+    if twin is None:
+        return agreement, None
+    with tempfile.TemporaryDirectory() as folder:
+        twin_path = os.path.join(folder, "twin" + os.path.splitext(path)[1])
+        export(twin, twin_path)
+        outputs = Runtime(twin_path, threads, layout).predict(data)
+    return agreement, _agreement(twin, outputs, data, described, batch_size)
 
 
 def finish(report: ExportReport, strict: bool) -> ExportReport:
