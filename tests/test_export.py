@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import FIXTURES, IMAGES_DIR, load_case, model_kwargs, relative_error
+from helpers import FIXTURES, IMAGES_DIR, relative_error
 
 from keras_lcnet.cli import main
 from keras_lcnet.deploy import (
@@ -33,24 +33,16 @@ CHECKPOINT = FIXTURES / "pplcnet_x0_25.pdparams"
 
 
 @pytest.fixture(scope="module")
-def case():
-    """Informative random weights (calibrated BN) and PaddleClas' logits for them."""
-    config, arrays = load_case("pplcnet_x0_25")
-    model = PPLCNet(weights=str(CHECKPOINT), **model_kwargs(config))
-    return model, arrays["pixels_0"].astype(np.float32), arrays["logits_0"]
-
-
-@pytest.fixture(scope="module")
-def litert_float32(case, tmp_path_factory):
-    model, pixels, _ = case
+def litert_float32(x0_25_case, tmp_path_factory):
+    model, pixels, _ = x0_25_case
     path = tmp_path_factory.mktemp("litert") / "x0_25.tflite"
     return export_litert(model, path, verification=pixels)
 
 
 
 
-def test_litert_float32_matches_keras_and_paddle(case, litert_float32):
-    _, pixels, paddle_logits = case
+def test_litert_float32_matches_keras_and_paddle(x0_25_case, litert_float32):
+    _, pixels, paddle_logits = x0_25_case
     assert litert_float32.ok, litert_float32.summary()
     assert litert_float32.agreement.max_relative_difference <= 1e-4
     assert litert_float32.agreement.samples == 2
@@ -70,8 +62,8 @@ def test_litert_graph_is_static_builtin_and_one_xnnpack_partition(litert_float32
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["float16", "dynamic", "int8"])
-def test_quantized_recipes_run_and_report_agreement(case, quantize, tmp_path):
-    model, _, _ = case
+def test_quantized_recipes_run_and_report_agreement(x0_25_case, quantize, tmp_path):
+    model, _, _ = x0_25_case
     report = export_litert(model, tmp_path / f"{quantize}.tflite", quantize=quantize,
                            calibration=IMAGES_DIR, strict=False)
     agreement = report.agreement
@@ -90,8 +82,8 @@ def test_quantized_recipes_run_and_report_agreement(case, quantize, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_with_uint8_input_takes_raw_pixels(case, tmp_path):
-    model, _, _ = case
+def test_int8_with_uint8_input_takes_raw_pixels(x0_25_case, tmp_path):
+    model, _, _ = x0_25_case
     report = export_litert(model, tmp_path / "u8.tflite", quantize="int8",
                            calibration=IMAGES_DIR, uint8_input=True)
     assert report.input_dtype == "uint8"
@@ -104,8 +96,8 @@ def test_int8_with_uint8_input_takes_raw_pixels(case, tmp_path):
     assert [op[0] for op in report.audit.undelegated] == ["QUANTIZE"]
 
 
-def test_export_rejects_bad_arguments(case, tmp_path):
-    model, _, _ = case
+def test_export_rejects_bad_arguments(x0_25_case, tmp_path):
+    model, _, _ = x0_25_case
     with pytest.raises(ValueError, match="needs `calibration`"):
         export_litert(model, tmp_path / "a.tflite", quantize="int8")
     with pytest.raises(ValueError, match="`quantize` must be"):
@@ -127,8 +119,8 @@ def test_export_rejects_bad_arguments(case, tmp_path):
         static_input_shape(fixed, image_size=224)
 
 
-def test_unwritable_destinations_fail_before_any_conversion(case, tmp_path, monkeypatch):
-    model, _, _ = case
+def test_unwritable_destinations_fail_before_any_conversion(x0_25_case, tmp_path, monkeypatch):
+    model, _, _ = x0_25_case
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted before checking the destination")
@@ -175,8 +167,8 @@ def test_load_calibration(tmp_path):
 
 
 @pytest.mark.slow
-def test_strict_export_raises_after_writing(case, tmp_path, monkeypatch):
-    model, _, _ = case
+def test_strict_export_raises_after_writing(x0_25_case, tmp_path, monkeypatch):
+    model, _, _ = x0_25_case
     monkeypatch.setattr("keras_lcnet.deploy.verify.FLOAT32_TOLERANCE", 0.0)
     path = tmp_path / "strict.onnx"
     with pytest.raises(ExportError, match="failed verification"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, load_case, model_kwargs, relative_error
+from helpers import relative_error
 
 from keras_lcnet.deploy import export_onnx
 from keras_lcnet.deploy import onnx as onnx_export
@@ -18,16 +18,8 @@ pytestmark = pytest.mark.export
 
 
 @pytest.fixture(scope="module")
-def case():
-    """Informative random weights (calibrated BN) and PaddleClas' logits for them."""
-    config, arrays = load_case("pplcnet_x0_25")
-    model = PPLCNet(weights=str(FIXTURES / "pplcnet_x0_25.pdparams"), **model_kwargs(config))
-    return model, arrays["pixels_0"].astype(np.float32), arrays["logits_0"]
-
-
-@pytest.fixture(scope="module")
-def onnx_float32(case, tmp_path_factory):
-    model, pixels, _ = case
+def onnx_float32(x0_25_case, tmp_path_factory):
+    model, pixels, _ = x0_25_case
     path = tmp_path_factory.mktemp("onnx") / "x0_25.onnx"
     return export_onnx(model, path, verification=pixels)
 
@@ -46,10 +38,10 @@ def assert_clean(graph) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_matches_keras_and_paddle(case, onnx_float32):
+def test_onnx_matches_keras_and_paddle(x0_25_case, onnx_float32):
     import onnxruntime as ort
 
-    _, pixels, paddle_logits = case
+    _, pixels, paddle_logits = x0_25_case
     assert onnx_float32.ok, onnx_float32.summary()
     assert onnx_float32.agreement.max_relative_difference <= 1e-4
     session = ort.InferenceSession(onnx_float32.path, providers=["CPUExecutionProvider"])
@@ -67,8 +59,8 @@ def test_onnx_graph_is_clean(onnx_float32):
     assert_clean(graph)
 
 
-def test_onnx_nchw_input_has_no_transpose(case, tmp_path):
-    model, pixels, _ = case
+def test_onnx_nchw_input_has_no_transpose(x0_25_case, tmp_path):
+    model, pixels, _ = x0_25_case
     report = export_onnx(model, tmp_path / "nchw.onnx", nchw_input=True, verification=pixels)
     assert report.ok, report.summary()
     assert report.input_shape == (1, 3, 224, 224)
@@ -77,8 +69,8 @@ def test_onnx_nchw_input_has_no_transpose(case, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("opset", [onnx_export.MIN_OPSET, onnx_export.MAX_OPSET])
-def test_onnx_opset_range_gives_the_same_clean_graph(case, opset):
-    model, _, _ = case
+def test_onnx_opset_range_gives_the_same_clean_graph(x0_25_case, opset):
+    model, _, _ = x0_25_case
     proto = onnx_export.convert(model, (1, 224, 224, 3), opset=opset)
     onnx.checker.check_model(proto, full_check=True)
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [opset]
