@@ -111,6 +111,7 @@ def test_freeze_backbone_up_to_a_stage(up_to, first_trainable):
     assert "fc" in trainable
 
 
+@pytest.mark.slow
 def test_frozen_layers_and_bn_statistics_do_not_move_in_fit():
     keras.utils.set_random_seed(0)
     model = keras_lcnet.PPLCNet_x0_25(weights=None, classes=3, input_shape=(64, 64, 3))
@@ -162,6 +163,7 @@ def test_freeze_backbone_accepts_a_feature_extractor():
     assert features.get_layer("blocks4_0_dw_conv").trainable
 
 
+@pytest.mark.slow
 def test_feature_extraction_example_smoke():
     proc = run_python(
         "import runpy, sys; sys.argv = ['feature_extraction.py', '--smoke'];"

@@ -233,6 +233,7 @@ def test_layers_serialize_with_full_config():
     assert keras.saving.get_registered_name(keras_lcnet.HardSwish) == "keras_lcnet>HardSwish"
 
 
+@pytest.mark.slow
 def test_keras_file_reloads_in_a_fresh_process(tmp_path):
     _, arrays = load_case("pplcnet_x0_35")
     model = keras_lcnet.PPLCNet(
@@ -272,8 +273,10 @@ def test_weights_h5_file_loads(tmp_path):
     assert all(np.array_equal(v.numpy(), expected[v.path]) for v in backbone.weights)
 
 
+@pytest.mark.slow
+@pytest.mark.export
 def test_hard_swish_lowers_to_native_tflite_op(tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
+    Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 
     model = keras_lcnet.PPLCNet_x0_25(weights=None, input_shape=(64, 64, 3), classes=4)
     path = str(tmp_path / "model.tflite")
@@ -283,6 +286,7 @@ def test_hard_swish_lowers_to_native_tflite_op(tmp_path):
     assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops)
 
 
+@pytest.mark.slow
 def test_fit_lowers_the_loss():
     keras.utils.set_random_seed(0)
     model = keras_lcnet.PPLCNet_x0_25(weights=None, input_shape=(64, 64, 3), classes=3)

@@ -35,6 +35,8 @@ print("RESULT" + json.dumps(results))
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+@pytest.mark.slow
+@pytest.mark.backends
 def test_logits_match_paddleclas(backend):
     proc = run_python(PARITY_SCRIPT, backend=backend, PYTHONPATH="tests")
     assert proc.returncode == 0, proc.stderr[-3000:]
