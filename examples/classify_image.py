@@ -21,10 +21,7 @@ import sys
 import numpy as np
 
 import keras_lcnet
-from keras_lcnet.checkpoints.mapping import infer_architecture
-from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.presets import VARIANTS
-from keras_lcnet.weights import load_pdparams
 
 DEFAULT_IMAGE = pathlib.Path(__file__).parent / "images" / "cat.jpg"
 
@@ -33,10 +30,7 @@ def build_model(variant: str, weights: str | None):
     """PP-LCNet with `weights`; a `.pdparams` file's shapes give the width and classes."""
     if weights is None or not weights.endswith(".pdparams"):
         return keras_lcnet.PPLCNet(scale=VARIANTS[variant], weights=weights)
-    state = read_pdparams(weights)  # read once, for its shapes and its values
-    model = keras_lcnet.PPLCNet(weights=None, **infer_architecture(state, weights))
-    load_pdparams(model, weights, state)
-    return model
+    return keras_lcnet.from_checkpoint(weights)
 
 
 def classify(paths: list[str], variant: str, weights: str | None, top: int) -> None:

@@ -32,6 +32,7 @@ _EXPORTS = {
     "decode_predictions": "keras_lcnet.decode",
     "feature_extractor": "keras_lcnet.features",
     "freeze_backbone": "keras_lcnet.features",
+    "from_checkpoint": "keras_lcnet.pretrained",
     "load_image": "keras_lcnet.preprocessing",
     "preprocess_input": "keras_lcnet.preprocessing",
 }
@@ -51,6 +52,7 @@ __all__ = [
     "decode_predictions",
     "feature_extractor",
     "freeze_backbone",
+    "from_checkpoint",
     "load_image",
     "preprocess_input",
 ]
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
         PPLCNet_x2_5,
     )
     from keras_lcnet.preprocessing import load_image, preprocess_input
+    from keras_lcnet.pretrained import from_checkpoint
 
 
 def __getattr__(name: str):

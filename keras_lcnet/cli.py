@@ -158,66 +158,31 @@ def _is_pdparams(weights: str | None) -> bool:
     return not h5py.is_hdf5(weights)
 
 
-def _checkpoint_kwargs(state: dict, origin: str, args: argparse.Namespace) -> dict:
-    """`PPLCNet` arguments from a checkpoint's shapes; the flags may only agree with them."""
-    from keras_lcnet.checkpoints.mapping import infer_architecture
-
-    found = infer_architecture(state, origin)
-    variant = variant_name(found["scale"])
-    if args.variant not in (None, variant):
-        raise ValueError(f"--variant {args.variant} does not match {origin}, a PPLCNet_{variant} "
-                         f"checkpoint: pass --variant {variant} or leave it out.")
-    classes = getattr(args, "classes", None)
-    if classes not in (None, found["classes"]):
-        has = f"{found['classes']} classes" if found["include_top"] else "no classifier"
-        raise ValueError(f"--classes {classes} does not match {origin}, which has {has}: "
-                         "leave --classes out.")
-    if not found["include_top"]:  # a backbone: the head arguments mean nothing
-        found = {"scale": found["scale"], "include_top": False}
-    return {**found, **_architecture_flags(args, "stride_list", "dropout_rate")}
-
-
-def _architecture_flags(args: argparse.Namespace, *names: str) -> dict:
-    """Those of the given flags that the command has and the user set, by `PPLCNet` name."""
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
-def _from_checkpoint(
-    path: str, state: dict, args: argparse.Namespace, logits: bool
-) -> tuple[keras.Model, dict]:
-    """Builds the model a `.pdparams` checkpoint's shapes and the flags describe, and loads it.
-
-    Returns:
-        `(model, kwargs)`: the model and the `PPLCNet` arguments it was built with.
-    """
-    from keras_lcnet.model import PPLCNet
-    from keras_lcnet.weights import load_pdparams
-
-    kwargs = _checkpoint_kwargs(state, path, args)
-    if kwargs.get("include_top", True):
-        kwargs["classifier_activation"] = None if logits else "softmax"
-    model = PPLCNet(weights=None, **kwargs)
-    load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate
-    return model, kwargs
+def _flag_overrides(args: argparse.Namespace, logits: bool) -> dict:
+    """The `PPLCNet` arguments the user set with flags, and the output activation."""
+    flags = {
+        "scale": VARIANTS[args.variant] if args.variant else None,
+        "classes": getattr(args, "classes", None),
+        "stride_list": getattr(args, "stride_list", None),
+        "dropout_rate": getattr(args, "dropout_rate", None),
+    }
+    set_flags = {name: value for name, value in flags.items() if value is not None}
+    return {**set_flags, "classifier_activation": None if logits else "softmax"}
 
 
 def _build_model(args: argparse.Namespace, logits: bool) -> keras.Model:
     """The model `--variant`, `--weights` and the architecture flags describe.
 
-    A `.pdparams` file is read once; its shapes give the width, head and classes.
+    A `.pdparams` file's shapes give the width, head and classes.
     """
     from keras_lcnet.model import PPLCNet
+    from keras_lcnet.pretrained import from_checkpoint
 
+    overrides = _flag_overrides(args, logits)
     if _is_pdparams(args.weights):
-        from keras_lcnet.checkpoints.pdparams import read_pdparams
-
-        return _from_checkpoint(args.weights, read_pdparams(args.weights), args, logits)[0]
-    return PPLCNet(
-        scale=VARIANTS[args.variant or DEFAULT_VARIANT],
-        weights=args.weights,
-        classifier_activation=None if logits else "softmax",
-        **_architecture_flags(args, "classes", "stride_list", "dropout_rate"),
-    )
+        return from_checkpoint(args.weights, **overrides)
+    overrides.setdefault("scale", VARIANTS[DEFAULT_VARIANT])
+    return PPLCNet(weights=args.weights, **overrides)
 
 
 def _load_call(path: str, kwargs: dict) -> str:
@@ -288,7 +253,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     state = read_pdparams(args.checkpoint)  # NumPy only: a bad file fails before Keras loads
     _import_keras()
-    model, kwargs = _from_checkpoint(args.checkpoint, state, args, args.logits)
+    from keras_lcnet.pretrained import checkpoint_config, from_checkpoint
+
+    overrides = _flag_overrides(args, args.logits)
+    kwargs = checkpoint_config(state, args.checkpoint, **overrides)
+    model = from_checkpoint(args.checkpoint, state=state, **overrides)
     _save_atomically(model, args.output)
     head = "no classifier"
     if "classes" in kwargs:

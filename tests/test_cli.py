@@ -109,7 +109,8 @@ def test_convert_infers_the_variant_and_rejects_a_wrong_one(tmp_path, capsys):
     output = tmp_path / "x.keras"
     assert main(["convert", str(X0_25), "--variant", "x1_0", "--output", str(output)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("keras-lcnet: error: --variant x1_0") and "x0_25" in err
+    assert err.startswith("keras-lcnet: error: scale=1.0 (x1_0) does not match")
+    assert "a PPLCNet_x0_25 checkpoint" in err
     assert "\n" not in err and not output.exists()
 
 
@@ -193,7 +194,7 @@ def test_bad_argument_values_exit_2_before_any_work(argv, flag, capsys, monkeypa
     "argv, message",
     [
         (["convert", "/no/such.pdparams", "--output", "o.weights.h5"], "No such file"),
-        (["convert", str(X0_25), "--classes", "3", "--output", "o.keras"], "has 8 classes"),
+        (["convert", str(X0_25), "--classes", "3", "--output", "o.keras"], "with 8 classes"),
         (["predict", CAT, "--weights", str(X0_25)], "8 classes"),
         (["predict", CAT, "--weights", "no_such.weights.h5"], "no such file"),
     ],
