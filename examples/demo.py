@@ -46,10 +46,6 @@ def deployment_report(model, source: str) -> None:
                 report = export(net, os.path.join(tmp, f"{net.name}.{suffix}"), strict=False)
                 print(report.summary())
                 runners[net.name, suffix] = Runtime(report.path, num_threads=threads)
-        if "random" in source:
-            print("(Random weights give outputs that hardly depend on the input, so these "
-                  "parity checks are weak; tests/test_export.py checks parity on informative "
-                  "weights.)")
         # Round-robin over the models so that they share the machine's noise.
         results = interleave(runners, rounds=TIMED_RUNS, block=1, warmup=5)
     print(f"\nLatency, batch 1, {threads} thread(s), median (p90) of {TIMED_RUNS} interleaved "
