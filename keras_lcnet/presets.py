@@ -50,6 +50,23 @@ def variant_name(scale: float) -> str:
     return "x" + str(float(scale)).replace(".", "_")
 
 
+# Task kinds, how a preset's outputs are decoded (PaddleClas' deploy post-processors):
+# - "single_label": softmax, top-k labels (`Topk`);
+# - "binary": softmax over 2 classes, class 1 when its score >= `threshold` (`ThreshOutput`);
+# - "multi_label": sigmoid, every label whose score >= `threshold` (`MultiLabelThreshOutput`);
+# - "person_attribute", "vehicle_attribute", "table_attribute": sigmoid, grouped
+#   attributes (`PersonAttribute`, `VehicleAttribute`, `TableAttribute`).
+TASKS = (
+    "single_label",
+    "binary",
+    "multi_label",
+    "person_attribute",
+    "vehicle_attribute",
+    "table_attribute",
+)
+SOFTMAX_TASKS = ("single_label", "binary")
+
+
 @dataclasses.dataclass(frozen=True)
 class InputContract:
     """The pixels a checkpoint's own inference pipeline feeds its network.
@@ -57,7 +74,7 @@ class InputContract:
     Attributes:
         size: `(height, width)` of the network input.
         resize_short: Short side the image is resized to before the center
-            crop to `size`; `None` resizes straight to `size`.
+            crop to `size`; `None` resizes straight to `size` (no crop).
         interpolation: Resize filter (`"bilinear"`: OpenCV's INTER_LINEAR).
         channel_order: `"RGB"` or `"BGR"`: the order of the channels the
             network sees after normalization.
@@ -98,12 +115,17 @@ class Preset:
         tag: The `weights=` value that loads it into `PPLCNet_<variant>`.
         url: Upstream download address; its last part is the file name.
         classes: Number of classes of the head.
-        task: `"single_label"` (softmax over `classes`).
-        labels: File in `keras_lcnet/data` with the class names.
+        task: One of `TASKS`: how the outputs are activated and decoded.
+        labels: File in `keras_lcnet/data` with the class names, `None`
+            where no list is bundled (outputs decode to class indices).
         architecture: `PPLCNet` arguments beyond `scale` and `classes`
             (`stride_list`, `use_last_conv`, `class_expand`, `dropout_rate`).
         input: The input contract of the upstream pipeline.
+        postprocess: Parameters of the task's decoder (`top`, `threshold`,
+            per-attribute thresholds), as upstream's deploy config sets them.
         metrics: Published scores with their sources.
+        source: Where the preset's facts (architecture, input, labels,
+            post-processing) were read.
         license: License of the weights.
     """
 
@@ -113,13 +135,22 @@ class Preset:
     url: str
     classes: int = 1000
     task: str = "single_label"
-    labels: str = "imagenet_class_index.json"
+    labels: str | None = "imagenet_class_index.json"
     architecture: Mapping = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({"dropout_rate": PADDLECLAS_DROPOUT})
     )
     input: InputContract = InputContract()
+    postprocess: Mapping = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({"top": 5})
+    )
     metrics: tuple[Metric, ...] = ()
+    source: str = "PaddleClas ppcls/arch/backbone/legendary_models/pp_lcnet.py (MODEL_URLS)"
     license: str = PADDLECLAS_LICENSE
+
+    @property
+    def activation(self) -> str:
+        """The output activation of the task: `"softmax"` or `"sigmoid"`."""
+        return "softmax" if self.task in SOFTMAX_TASKS else "sigmoid"
 
     @property
     def scale(self) -> float:
