@@ -271,11 +271,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     _import_keras()
-    from keras_lcnet.presets import IMAGENET_ACCURACY_SOURCE, PADDLECLAS_LICENSE, PRESETS
+    from keras_lcnet.presets import IMAGENET_ACCURACY_SOURCE, IMAGENET_PRESETS, PADDLECLAS_LICENSE
     from keras_lcnet.weights import cached_checkpoint_path
 
     rows = [("model", "weights", "top-1", "top-5", "cached", "url")]
-    for entry in PRESETS:
+    for entry in IMAGENET_PRESETS:
         rows.append((
             f"PPLCNet_{entry.variant}",
             entry.tag,

@@ -13,6 +13,7 @@ each with its source).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 from collections.abc import Mapping
 
@@ -187,8 +188,8 @@ def _imagenet(variant: str, tag: str, top1: float, top5: float | None) -> Preset
     )
 
 
-# Every published checkpoint; accuracy from IMAGENET_ACCURACY_SOURCE.
-PRESETS: tuple[Preset, ...] = (
+# PaddleClas' ImageNet-1k checkpoints; accuracy from IMAGENET_ACCURACY_SOURCE.
+IMAGENET_PRESETS: tuple[Preset, ...] = (
     _imagenet("x0_25", "imagenet", 51.86, 75.65),
     _imagenet("x0_35", "imagenet", 58.09, 80.83),
     _imagenet("x0_5", "imagenet", 63.14, 84.66),
@@ -204,12 +205,287 @@ PRESETS: tuple[Preset, ...] = (
 )
 
 
+# Task presets: the PP-LCNet models PaddleClas (PULC) and PaddleX publish for
+# one task each. Facts come from the project's fact sheet for issue 11, which
+# read upstream at the commits named here; each preset's `source` names the
+# files. Unverified for every task checkpoint: whether its keys carry the
+# `Student.` prefix of PaddleClas' distillation models (loaders accept both).
+PADDLECLAS_COMMIT = "d178931"  # PaddleClas `develop`, 2024-10-18
+PULC_URL = "https://paddleclas.bj.bcebos.com/models/PULC/pretrained/"
+PULC_METRIC_SOURCE = f"PaddleClas docs/zh_CN/models/PULC/model_list.md @{PADDLECLAS_COMMIT}"
+PADDLEX_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
+PADDLEX_LICENSE = "Apache-2.0 (PaddleX, PaddlePaddle Authors)"
+PADDLEX_CONFIGS = "PaddleX paddlex/repo_apis/PaddleClas_api/configs/"
+
+# PaddleClas' `stride_list` for text lines: from blocks3 on, halve the height only.
+TEXTLINE_STRIDES = (2, (2, 1), (2, 1), (2, 1), (2, 1))
+_HEAD = {"dropout_rate": PADDLECLAS_DROPOUT}
+_NO_LAST_CONV = {**_HEAD, "use_last_conv": False}
+_TEXTLINE = {**_HEAD, "stride_list": TEXTLINE_STRIDES}
+
+# Upstream `ResizeImage size=[w, h]`: a direct resize to (h, w), no crop.
+TEXTLINE_INPUT = InputContract(size=(80, 160), resize_short=None)
+PERSON_ATTRIBUTE_INPUT = InputContract(size=(256, 192), resize_short=None)
+VEHICLE_ATTRIBUTE_INPUT = InputContract(size=(192, 256), resize_short=None)
+TABLE_ATTRIBUTE_INPUT = InputContract(size=(224, 224), resize_short=None)
+
+
+def _pulc_metric(name: str, value: float, note: str = "") -> Metric:
+    return Metric(name, value, f"{PULC_METRIC_SOURCE} ({note})" if note else PULC_METRIC_SOURCE)
+
+
+def _pulc(
+    task: str,
+    classes: int,
+    kind: str,
+    postprocess: dict,
+    metric: Metric,
+    labels: str | None,
+    architecture: dict = _HEAD,
+    **fields,
+) -> Preset:
+    # Every PULC model is PPLCNet_x1_0; its input and labels are those of the
+    # task's deploy config, as PaddleClas' `paddleclas` package runs it.
+    source = (
+        f"PaddleClas ppcls/configs/PULC/{task}/PPLCNet_x1_0.yaml, "
+        f"deploy/configs/PULC/{task}/inference_{task}.yaml @{PADDLECLAS_COMMIT}"
+    )
+    return Preset(
+        name=f"pulc_{task}",
+        variant="x1_0",
+        tag=f"pulc_{task}",
+        url=f"{PULC_URL}{task}_pretrained.pdparams",
+        classes=classes,
+        task=kind,
+        labels=labels,
+        architecture=types.MappingProxyType(architecture),
+        postprocess=types.MappingProxyType(postprocess),
+        metrics=(metric,),
+        source=fields.pop("source", source),
+        **fields,
+    )
+
+
+def _paddlex(
+    name: str,
+    config_commit: str,
+    classes: int,
+    kind: str,
+    postprocess: dict,
+    metric: Metric,
+    labels: str,
+    architecture: dict = _HEAD,
+    **fields,
+) -> Preset:
+    # PaddleX keeps a model's architecture, transforms and post-processing in
+    # its repo_apis config, named after the model.
+    return Preset(
+        name=name,
+        variant="_".join(name.split("_")[1:3]),  # PP-LCNet_x1_0_... -> x1_0
+        tag=name,
+        url=f"{PADDLEX_URL}{name}_pretrained.pdparams",
+        classes=classes,
+        task=kind,
+        labels=labels,
+        architecture=types.MappingProxyType(architecture),
+        postprocess=types.MappingProxyType(postprocess),
+        metrics=(metric,),
+        source=f"{PADDLEX_CONFIGS}{name}.yaml @{config_commit}",
+        license=PADDLEX_LICENSE,
+        **fields,
+    )
+
+
+TASK_PRESETS: tuple[Preset, ...] = (
+    # PULC, in PaddleClas' model-list order. Binary tasks take the deploy
+    # config's threshold; person_exists' and car_exists' training configs say 0.9.
+    _pulc(
+        "person_exists", 2, "binary", {"threshold": 0.5},
+        _pulc_metric("TprAtFpr", 96.23, "Tpr in %, eval config sets no max_fpr"),
+        "labels/pulc_person_exists.json",
+    ),
+    _pulc(
+        "car_exists", 2, "binary", {"threshold": 0.5},
+        _pulc_metric("TprAtFpr", 95.92, "Tpr in % at max_fpr 0.01"),
+        "labels/pulc_car_exists.json",
+    ),
+    _pulc(
+        "code_exists", 2, "binary", {"threshold": 0.5},
+        _pulc_metric("top-1", 94.9, "the task page gives 94.94"),
+        "labels/pulc_code_exists.json",
+    ),
+    _pulc(
+        "safety_helmet", 2, "binary", {"threshold": 0.5},
+        _pulc_metric("TprAtFpr", 99.38, "Tpr in % at max_fpr 0.0001"),
+        "labels/pulc_safety_helmet.json",
+    ),
+    # Label 1 is "blur" in the deploy config, "blured" in the task page's
+    # example output; the training config decodes with Topk 1, not ThreshOutput.
+    _pulc(
+        "clarity_assessment", 2, "binary", {"threshold": 0.5},
+        _pulc_metric("top-1", 95.3),
+        "labels/pulc_clarity_assessment.json",
+        architecture=_NO_LAST_CONV,
+    ),
+    # No deploy config upstream (the docs name one that does not exist): input
+    # and top-1 decoding are the training config's Infer section.
+    _pulc(
+        "image_orientation", 4, "single_label", {"top": 1},
+        _pulc_metric("top-1", 89.99),
+        "labels/image_orientation.json",
+        architecture=_NO_LAST_CONV,
+        source=f"PaddleClas ppcls/configs/PULC/image_orientation/PPLCNet_x1_0.yaml "
+        f"@{PADDLECLAS_COMMIT} (no deploy config)",
+    ),
+    _pulc(
+        "text_image_orientation", 4, "single_label", {"top": 2},
+        _pulc_metric("top-1", 99.06),
+        "labels/text_image_orientation.json",
+    ),
+    _pulc(
+        "textline_orientation", 2, "single_label", {"top": 1},
+        _pulc_metric("top-1", 96.01),
+        "labels/textline_orientation.json",
+        architecture=_TEXTLINE,
+        input=TEXTLINE_INPUT,
+    ),
+    _pulc(
+        "language_classification", 10, "single_label", {"top": 2},
+        _pulc_metric("top-1", 99.26),
+        "labels/language_classification.json",
+        architecture=_TEXTLINE,
+        input=TEXTLINE_INPUT,
+    ),
+    # 232 sign codes, not bundled: PaddleClas keeps them in
+    # ppcls/utils/PULC_label_list/traffic_sign_label_list.txt.
+    _pulc(
+        "traffic_sign", 232, "single_label", {"top": 5},
+        _pulc_metric("top-1", 98.35),
+        None,
+    ),
+    _pulc(
+        "person_attribute", 26, "person_attribute",
+        {"threshold": 0.5, "glasses_threshold": 0.3, "hold_threshold": 0.6},
+        _pulc_metric("mA", 78.59, "PA100k"),
+        "labels/pulc_person_attribute.json",
+        input=PERSON_ATTRIBUTE_INPUT,
+    ),
+    _pulc(
+        "vehicle_attribute", 19, "vehicle_attribute",
+        {"color_threshold": 0.5, "type_threshold": 0.5},
+        _pulc_metric("mA", 90.81, "VeRi"),
+        "labels/pulc_vehicle_attribute.json",
+        input=VEHICLE_ATTRIBUTE_INPUT,
+    ),
+    # Upstream's decoder compares attributes 4 and 5 with number_threshold, not
+    # with their own; all six are 0.5 here, so the two readings agree.
+    _pulc(
+        "table_attribute", 6, "table_attribute",
+        {
+            f"{attribute}_threshold": 0.5
+            for attribute in ("source", "number", "color", "clarity", "obstruction", "angle")
+        },
+        _pulc_metric("mA", 88.1),
+        "labels/pulc_table_attribute.json",
+        input=TABLE_ATTRIBUTE_INPUT,
+    ),
+    # PaddleX (PaddleOCR 3 runs the same modules). Resize interpolation and
+    # channel order as PaddleClas' deploy pipeline (bilinear, RGB): PaddleX'
+    # runner reads RGB; its resize filter is not in the fact sheet.
+    # Not registered: PP-LCNet_x1_0_ML, whose head is an ML-Decoder (80 COCO
+    # labels at 448x448), not PP-LCNet's; PaddleX' ImageNet copies
+    # (PP-LCNet_x0_25 ... x2_5), which publish the same top-1 as the
+    # PaddleClas `imagenet` weights above.
+    #
+    # The config says use_last_conv False; Hugging Face's port of the same
+    # model builds the 1280-channel last conv. Which one the published weights
+    # have is unverified (a checkpoint's shapes tell).
+    _paddlex(
+        "PP-LCNet_x1_0_doc_ori", "1637774f", 4, "single_label", {"top": 1},
+        Metric(
+            "top-1", 99.06,
+            "PaddleX docs, doc_text_orientation module @0aab068d (own set of 1000 images)",
+        ),
+        "labels/text_image_orientation.json",
+        architecture=_NO_LAST_CONV,
+    ),
+    _paddlex(
+        "PP-LCNet_x0_25_textline_ori", "d3d6cb35", 2, "single_label", {"top": 1},
+        Metric("top-1", 98.85, "PaddleX docs, textline_orientation module @054f6944"),
+        "labels/textline_orientation.json",
+        architecture=_TEXTLINE,
+        input=TEXTLINE_INPUT,
+    ),
+    _paddlex(
+        "PP-LCNet_x1_0_textline_ori", "241555ef", 2, "single_label", {"top": 1},
+        Metric("top-1", 99.42, "PaddleX docs, textline_orientation module @054f6944"),
+        "labels/textline_orientation.json",
+        architecture=_TEXTLINE,
+        input=TEXTLINE_INPUT,
+    ),
+    # Upstream asks Topk for 5 of its 2 classes, so it returns both.
+    _paddlex(
+        "PP-LCNet_x1_0_table_cls", "282b62b3", 2, "single_label", {"top": 5},
+        Metric("top-1", 94.2, "PaddleX docs, table_classification module @0597672d"),
+        "labels/table_classification.json",
+    ),
+    # Same architecture and input as pulc_person_attribute, other weights file
+    # and metric; whether the weights differ is unverified. The module page
+    # gives the threshold as 0.5 in its table and 0.7 in one sentence.
+    _paddlex(
+        "PP-LCNet_x1_0_pedestrian_attribute", "5029b505", 26, "multi_label", {"threshold": 0.5},
+        Metric("mA", 92.2, "PaddleX docs, pedestrian attribute module (PaddleX' own data set)"),
+        "labels/pedestrian_attribute.json",
+        input=PERSON_ATTRIBUTE_INPUT,
+    ),
+    _paddlex(
+        "PP-LCNet_x1_0_vehicle_attribute", "5029b505", 19, "multi_label", {"threshold": 0.5},
+        Metric("mA", 91.7, "PaddleX docs, vehicle attribute module (VeRi)"),
+        "labels/vehicle_attribute.json",
+        input=VEHICLE_ATTRIBUTE_INPUT,
+    ),
+)
+
+# Every published checkpoint.
+PRESETS: tuple[Preset, ...] = IMAGENET_PRESETS + TASK_PRESETS
+PRESET_NAMES: tuple[str, ...] = tuple(preset.name for preset in PRESETS)
+_BY_NAME = dict(zip(PRESET_NAMES, PRESETS, strict=True))
+
+
+def get_preset(name: str) -> Preset:
+    """Looks up a published checkpoint by preset name.
+
+    Args:
+        name: A name in `PRESET_NAMES`, e.g. `"pulc_person_exists"` or
+            `"PPLCNet_x1_0_imagenet"`.
+
+    Returns:
+        The `Preset`.
+
+    Raises:
+        ValueError: No preset has that name; the message suggests the
+            closest name and lists them all.
+    """
+    if isinstance(name, str) and name in _BY_NAME:
+        return _BY_NAME[name]
+    lowered = {n.lower(): n for n in PRESET_NAMES}
+    close = difflib.get_close_matches(str(name).lower(), lowered, n=1)
+    hint = f" Did you mean '{lowered[close[0]]}'?" if close else ""
+    raise ValueError(
+        f"Unknown preset {name!r}.{hint} Valid presets: {', '.join(PRESET_NAMES)}."
+    )
+
+
 def find_preset(scale_or_variant: float | str, tag: str = "imagenet") -> Preset:
     """Looks up a published checkpoint by width and `weights=` tag.
 
     Args:
         scale_or_variant: Width multiplier (`1.0`) or suffix (`"x1_0"`).
-        tag: `"imagenet"` or `"imagenet_ssld"`.
+        tag: `"imagenet"`, `"imagenet_ssld"`, or a task preset's name
+            (its `tag`), e.g. `"pulc_person_exists"`.
+
+    Returns:
+        The `Preset`.
 
     Raises:
         ValueError: No such checkpoint was published; the message lists
@@ -223,7 +499,9 @@ def find_preset(scale_or_variant: float | str, tag: str = "imagenet") -> Preset:
     for preset in PRESETS:
         if (preset.variant, preset.tag) == (variant, tag):
             return preset
-    published = ", ".join(f"{p.variant}/{p.tag}" for p in PRESETS)
+    published = ", ".join(
+        f"{p.variant}/{p.tag}" for p in PRESETS if p.tag in (*PRETRAINED_TAGS, tag)
+    )
     raise ValueError(
         f"PaddleClas publishes no '{tag}' weights for PP-LCNet {variant}. "
         f"Published (width/weights): {published}."
