@@ -99,14 +99,18 @@ def _stride_list(value: str) -> list:
     return strides
 
 
+def _output_file(value: str) -> str:
+    if not os.path.isdir(os.path.dirname(os.path.abspath(value))):
+        raise argparse.ArgumentTypeError(f"the folder of {value!r} does not exist")
+    return value
+
+
 def _model_file(value: str) -> str:
     if not value.endswith((".keras", ".weights.h5")):
         raise argparse.ArgumentTypeError(
             f"{value!r} must end with .keras (the whole model) or .weights.h5 (the weights)"
         )
-    if not os.path.isdir(os.path.dirname(os.path.abspath(value))):
-        raise argparse.ArgumentTypeError(f"the folder of {value!r} does not exist")
-    return value
+    return _output_file(value)
 
 
 # Imports and models, shared by the commands.
@@ -385,7 +389,8 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
 
 
 def _add_export_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", required=True, help="file to write: *.tflite or *.onnx")
+    p.add_argument("--output", required=True, type=_output_file,
+                   help="file to write: *.tflite or *.onnx")
     p.add_argument("--format", choices=("litert", "onnx"), default=None,
                    help="default: from the --output suffix")
     p.add_argument("--quantize", choices=("float16", "dynamic", "int8"), default=None,

@@ -174,6 +174,7 @@ def test_predict_says_random_weights_are_random(capsys):
         (["export", "--output", "m.tflite", "--classes", "0"], "--classes"),
         (["convert", str(X0_25), "--output", "o.h5"], "--output"),
         (["convert", str(X0_25), "--output", "/no/such/folder/o.keras"], "--output"),
+        (["export", "--output", "/no/such/folder/m.onnx"], "--output"),
         (["convert", str(X0_25), "--output", "o.keras", "--stride-list", "2,[2"], "--stride-list"),
         (["bench", "m.tflite", "--budget-ms", "0"], "--budget-ms"),
     ],
