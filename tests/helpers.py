@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +34,41 @@ def model_kwargs(config: dict) -> dict:
         "use_last_conv": config["use_last_conv"],
         "classifier_activation": None,
     }
+
+
+def seeded_paddle_weights(shapes: Mapping[str, Sequence[int]], seed: int) -> dict[str, np.ndarray]:
+    """The seeded PaddleClas weights of the preset parity fixtures, regenerated from the seed.
+
+    tools/make_preset_fixtures.py loads these into PaddleClas' PPLCNet and the tests
+    into a `.pdparams`, so only the BN statistics need committing. The recipe: one
+    `np.random.default_rng(seed)` draws every tensor in sorted-key order, in float64, cast
+    to float32 after scaling. Kernels are He-scaled normals, N(0, 2 / fan_in): fan_in is
+    in_channels / groups * kh * kw for a conv kernel `[out, in / groups, kh, kw]` and
+    `in` for Paddle's Linear `[in, out]`. Biases (rank 1) are N(0, 0.1**2).
+
+    Args:
+        shapes: PaddleClas parameter name -> shape, BN parameters excluded.
+        seed: The fixture's seed.
+
+    Returns:
+        Parameter name -> float32 array.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for key in sorted(shapes):
+        shape = tuple(shapes[key])
+        if len(shape) == 1:
+            std = 0.1
+        else:
+            fan_in = shape[0] if len(shape) == 2 else int(np.prod(shape[1:]))
+            std = float(np.sqrt(2.0 / fan_in))
+        weights[key] = (rng.standard_normal(shape) * std).astype(np.float32)
+    return weights
+
+
+def weights_checksum(weights: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per-tensor float64 sums in sorted-key order: catches a change in NumPy's streams."""
+    return np.array([np.sum(weights[key], dtype=np.float64) for key in sorted(weights)])
 
 
 def relative_error(actual, expected) -> float:
