@@ -29,10 +29,13 @@ _EXPORTS = {
     "PPLCNet_x2_0": "keras_lcnet.model",
     "PPLCNet_x2_5": "keras_lcnet.model",
     "SqueezeExcite": "keras_lcnet.layers",
+    "decode_outputs": "keras_lcnet.decode",
     "decode_predictions": "keras_lcnet.decode",
     "feature_extractor": "keras_lcnet.features",
     "freeze_backbone": "keras_lcnet.features",
     "from_checkpoint": "keras_lcnet.pretrained",
+    "from_preset": "keras_lcnet.pretrained",
+    "list_presets": "keras_lcnet.pretrained",
     "load_image": "keras_lcnet.preprocessing",
     "preprocess_input": "keras_lcnet.preprocessing",
 }
@@ -49,16 +52,19 @@ __all__ = [
     "PPLCNet_x2_0",
     "PPLCNet_x2_5",
     "SqueezeExcite",
+    "decode_outputs",
     "decode_predictions",
     "feature_extractor",
     "freeze_backbone",
     "from_checkpoint",
+    "from_preset",
+    "list_presets",
     "load_image",
     "preprocess_input",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports
-    from keras_lcnet.decode import decode_predictions
+    from keras_lcnet.decode import decode_outputs, decode_predictions
     from keras_lcnet.features import feature_extractor, freeze_backbone
     from keras_lcnet.layers import HardSwish, SqueezeExcite
     from keras_lcnet.model import (
@@ -73,7 +79,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
         PPLCNet_x2_5,
     )
     from keras_lcnet.preprocessing import load_image, preprocess_input
-    from keras_lcnet.pretrained import from_checkpoint
+    from keras_lcnet.pretrained import from_checkpoint, from_preset, list_presets
 
 
 def __getattr__(name: str):

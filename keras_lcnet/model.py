@@ -34,10 +34,11 @@ from keras_lcnet.presets import (
     IMAGENET_STD,
     PRETRAINED_TAGS,
     VARIANTS,
+    Preset,
     find_preset,
     variant_name,
 )
-from keras_lcnet.weights import load_weights
+from keras_lcnet.weights import load_weights, preset_named
 
 
 def _is_int(value) -> bool:
@@ -52,29 +53,38 @@ def _channel_axis() -> int:
 
 
 def _validate_weights_arg(weights) -> None:
-    if weights is None or weights in PRETRAINED_TAGS:
+    if weights is None or weights in PRETRAINED_TAGS or preset_named(weights):
         return
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
         return
     raise ValueError(
         "The `weights` argument should be either `None` (random initialization), "
-        "'imagenet', 'imagenet_ssld', or the path to a PaddleClas `.pdparams` or "
-        f"Keras `.weights.h5` file. Received: weights={weights!r}"
-        + (" (no such file)" if isinstance(weights, (str, os.PathLike)) else "")
+        "'imagenet', 'imagenet_ssld', a preset name (`keras_lcnet.list_presets()`), "
+        "or the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file. "
+        f"Received: weights={weights!r}"
+        + (" (no such file or preset)" if isinstance(weights, (str, os.PathLike)) else "")
     )
+
+
+def _published_head(weights) -> tuple[int, str] | None:
+    """`(classes, activation)` of published weights; `None` for a file or `None`."""
+    if weights in PRETRAINED_TAGS:
+        return 1000, "softmax"
+    preset = preset_named(weights)
+    return None if preset is None else (preset.classes, preset.activation)
 
 
 def _validate_top_args(weights, include_top, classes, classifier_activation, pooling) -> None:
     """keras.applications' checks (and messages) of the head arguments."""
-    pretrained = weights in PRETRAINED_TAGS
-    if pretrained and include_top and classes != 1000:
+    head = _published_head(weights)
+    if head and include_top and classes != head[0]:
         raise ValueError(
             f"If using `weights='{weights}'` with `include_top=True`, `classes` "
-            f"should be 1000. Received: classes={classes}"
+            f"should be {head[0]}. Received: classes={classes}"
         )
-    if pretrained and classifier_activation not in (None, "softmax"):
+    if head and classifier_activation not in (None, head[1]):
         raise ValueError(
-            "Only `None` and `'softmax'` are allowed as `classifier_activation` "
+            f"Only `None` and `'{head[1]}'` are allowed as `classifier_activation` "
             f"with `weights='{weights}'`. Received: "
             f"classifier_activation={classifier_activation!r}"
         )
@@ -164,27 +174,68 @@ def _resolve_input_shape(
     return input_shape, channels
 
 
+def check_input_contract(preset: Preset, include_preprocessing: bool) -> None:
+    """Refuses a preset whose input the in-graph normalization cannot produce.
+
+    `include_preprocessing=True` normalizes RGB pixels with the ImageNet
+    statistics, which is every PaddleClas and PaddleX pipeline's contract.
+
+    Raises:
+        NotImplementedError: The preset wants BGR or other statistics.
+    """
+    contract = preset.input
+    standard = (contract.channel_order, tuple(contract.mean), tuple(contract.std)) == (
+        "RGB", IMAGENET_MEAN, IMAGENET_STD
+    )
+    if include_preprocessing and not standard:
+        raise NotImplementedError(
+            f"Preset '{preset.name}' feeds its network {contract.channel_order} pixels "
+            f"normalized with mean {contract.mean} and std {contract.std}, which the "
+            "in-graph preprocessing (RGB, ImageNet statistics) does not do yet: build it "
+            "with include_preprocessing=False and feed `(x / 255 - mean) / std` in that "
+            "channel order."
+        )
+
+
+def _architecture(preset: Preset) -> dict:
+    """The head and strides a preset's checkpoint was trained with."""
+    return {
+        "stride_list": _resolve_strides(preset.architecture.get("stride_list", DEFAULT_STRIDES)),
+        "use_last_conv": preset.architecture.get("use_last_conv", True),
+        "class_expand": preset.architecture.get("class_expand", CLASS_EXPAND),
+    }
+
+
 def _validate_pretrained(
     weights: str,
     scale: float,
     input_shape: tuple,
     channels: int,
-    strides: list[tuple[int, int]],
-    use_last_conv: bool,
-    class_expand: int,
+    include_preprocessing: bool,
+    architecture: dict,
 ) -> None:
-    """What a published checkpoint fixes: its width, 3 channels and the default head."""
-    find_preset(scale, weights)  # raises for widths without a published checkpoint
+    """What published weights fix: width, 3 channels, strides and head, the input contract."""
+    # find_preset raises for ImageNet widths without a published checkpoint.
+    tag = weights in PRETRAINED_TAGS
+    preset = find_preset(scale, weights) if tag else preset_named(weights)
+    if scale != preset.scale:
+        raise ValueError(
+            f"`weights='{weights}'` holds PPLCNet_{preset.variant} weights; build it with "
+            f"scale={preset.scale} or `keras_lcnet.from_preset('{weights}')`. "
+            f"Received: scale={scale}"
+        )
     if channels != 3:
         raise ValueError(
             f"`weights='{weights}'` needs 3 input channels, got input_shape={input_shape}."
         )
-    default_head = (strides, use_last_conv, class_expand) == ([(2, 2)] * 5, True, CLASS_EXPAND)
-    if not default_head:
+    expected = _architecture(preset)
+    if architecture != expected:
+        wanted = ", ".join(f"{k}={v}" for k, v in expected.items() if architecture[k] != v)
         raise ValueError(
-            f"`weights='{weights}'` needs the default `stride_list`, `use_last_conv` "
-            "and `class_expand`; pass a `.pdparams` path for PaddleClas variants."
+            f"`weights='{weights}'` needs {wanted}; pass a `.pdparams` path for "
+            "other PaddleClas variants."
         )
+    check_input_contract(preset, include_preprocessing)
 
 
 # Graph building.
@@ -368,7 +419,10 @@ def PPLCNet(
         include_top: Whether to include the classification head.
         weights: `None` (random initialization), `"imagenet"` (PaddleClas'
             ImageNet-1k weights), `"imagenet_ssld"` (PaddleClas' distilled
-            weights, for 0.25, 0.5, 1.0 and 2.5), or the path to a PaddleClas
+            weights, for 0.25, 0.5, 1.0 and 2.5), a preset name (the
+            published task checkpoints, `keras_lcnet.list_presets()`; the
+            model must have the preset's width, strides and head, which
+            `keras_lcnet.from_preset` sets), or the path to a PaddleClas
             `.pdparams` checkpoint or a Keras `.weights.h5` file.
         input_tensor: Optional Keras tensor (output of `keras.Input()`) to use
             as image input for the model.
@@ -377,11 +431,12 @@ def PPLCNet(
             `include_preprocessing=False` any channel count works too.
         pooling: Optional pooling mode when `include_top` is `False`: `None`
             (4D output of the last block), `"avg"` or `"max"`.
-        classes: Number of classes; with pretrained weights and `include_top`
-            it must be 1000.
+        classes: Number of classes; with published weights and `include_top`
+            it must be theirs (1000 for the ImageNet tags).
         classifier_activation: Activation of the top layer, a string or
-            callable; `None` returns logits. Only `None` or `"softmax"` with
-            pretrained weights.
+            callable; `None` returns logits. Only `None` or the weights' own
+            (`"softmax"` for ImageNet, a preset's `activation`) with published
+            weights.
         include_preprocessing: Whether the model normalizes `[0, 255]` RGB
             inputs itself (see the input contract above).
         dropout_rate: Dropout rate before the classifier (PaddleClas'
@@ -403,6 +458,8 @@ def PPLCNet(
     Raises:
         ValueError: An invalid argument, or one that the pretrained weights
             do not fit (width, input channels, `classes`, head options).
+        NotImplementedError: A preset's input contract (BGR, other
+            statistics) that `include_preprocessing=True` cannot produce.
         WeightsUnavailableError: Published weights could not be downloaded.
         CheckpointError: A weights file cannot be read or does not fit the
             model.
@@ -412,9 +469,12 @@ def PPLCNet(
     _validate_hyperparameters(scale, dropout_rate, class_expand)
     strides = _resolve_strides(stride_list)
     input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
-    if weights in PRETRAINED_TAGS:
+    if weights in PRETRAINED_TAGS or preset_named(weights):
+        architecture = {
+            "stride_list": strides, "use_last_conv": use_last_conv, "class_expand": class_expand
+        }
         _validate_pretrained(
-            weights, scale, input_shape, channels, strides, use_last_conv, class_expand
+            weights, scale, input_shape, channels, include_preprocessing, architecture
         )
 
     img_input = _image_input(input_tensor, input_shape)
@@ -483,12 +543,14 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNet {variant} (width multiplier {scale})
 
     Args:
         include_top: Whether to include the classification head.
-        weights: `None`, `"imagenet"`, `"imagenet_ssld"` (where published), or
-            the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file.
+        weights: `None`, `"imagenet"`, `"imagenet_ssld"` (where published), a
+            preset name of this width (`keras_lcnet.list_presets()`), or the
+            path to a PaddleClas `.pdparams` or Keras `.weights.h5` file.
         input_tensor: Optional Keras tensor to use as image input.
         input_shape: Optional shape tuple, `(None, None, 3)` by default.
         pooling: `None`, `"avg"` or `"max"` when `include_top` is `False`.
-        classes: Number of classes (1000 with pretrained weights and a top).
+        classes: Number of classes (the weights' own with published weights
+            and a top: 1000 for ImageNet).
         classifier_activation: Activation of the top layer; `None` for logits.
         include_preprocessing: Whether the model takes `[0, 255]` RGB pixels
             and normalizes them itself.

@@ -9,8 +9,12 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from keras_lcnet.weights import resolve_preset
+
 if TYPE_CHECKING:
     from PIL import Image
+
+    from keras_lcnet.presets import Preset
 
 RESIZE_SHORT = 256
 CROP_SIZE = 224
@@ -42,6 +46,7 @@ def load_image(
     size: int = CROP_SIZE,
     resize_short: int = RESIZE_SHORT,
     data_format: str | None = None,
+    preset: str | Preset | None = None,
 ) -> np.ndarray:
     """Loads an image with PaddleClas' evaluation transform, as a batch of one.
 
@@ -51,6 +56,13 @@ def load_image(
     to 8-bit, then center-crop `size` x `size` at `(dim - size) // 2`. The
     result holds RGB pixels in `[0, 255]`, the input contract of models built
     with `include_preprocessing=True`.
+
+    With `preset`, the preset's own pipeline (`preset.input`) is followed
+    instead: its `(height, width)` size, and either its short-side resize and
+    center crop or, where it has no `resize_short` (e.g. the 80x160 text-line
+    presets), a direct bilinear resize to that size. The pixels stay RGB in
+    `[0, 255]` whatever the preset's channel order: the model's in-graph
+    preprocessing takes it from there.
 
     Only the cropped pixels are interpolated, so memory stays within a few
     times the decoded image whatever its aspect ratio. 16-bit images keep
@@ -65,10 +77,13 @@ def load_image(
             `size`. Defaults to 256.
         data_format: `"channels_last"` or `"channels_first"` layout of the
             result; defaults to `keras.config.image_data_format()`.
+        preset: A preset name or `keras_lcnet.presets.Preset` whose input
+            pipeline to follow; `size` and `resize_short` are then the
+            preset's (leave them out).
 
     Returns:
-        A float32 array of shape `(1, size, size, 3)`, or `(1, 3, size, size)`
-        for `"channels_first"`.
+        A float32 array of shape `(1, size, size, 3)` (with a preset,
+        `(1, height, width, 3)`), or channels first for `"channels_first"`.
 
     Raises:
         FileNotFoundError: `path` is not a file.
@@ -76,7 +91,7 @@ def load_image(
             Pillow's `PIL.Image.MAX_IMAGE_PIXELS` allows, or has no 8-bit
             scale; or the arguments are invalid.
     """
-    _check_sizes(size, resize_short)
+    out_size, resize_short = _target(size, resize_short, preset)
     if data_format is None:
         data_format = keras.config.image_data_format()
     if data_format not in ("channels_last", "channels_first"):
@@ -84,20 +99,41 @@ def load_image(
             f"`data_format` must be None, 'channels_last' or 'channels_first', got {data_format!r}."
         )
     pixels = _read_rgb8(os.fspath(path))
-    crop = _resized_center_crop(pixels, int(size), int(resize_short))[None]
+    crop = _resized_center_crop(pixels, out_size, resize_short)[None]
     if data_format == "channels_first":
         crop = crop.transpose(0, 3, 1, 2)
     return crop
 
 
-def _check_sizes(size, resize_short) -> None:
-    for name, value in (("size", size), ("resize_short", resize_short)):
+def _target(size, resize_short, preset) -> tuple[tuple[int, int], int | None]:
+    """`((height, width), resize_short)` from the arguments or the preset's input contract."""
+    if preset is None:
+        if resize_short is None:  # only a preset's contract may skip the crop
+            raise ValueError("`resize_short` must be a positive integer, got None.")
+        _check_sizes((size, size), resize_short)
+        return (int(size), int(size)), int(resize_short)
+    if (size, resize_short) != (CROP_SIZE, RESIZE_SHORT):
+        raise ValueError("Pass either `preset` or `size`/`resize_short`, not both.")
+    contract = resolve_preset(preset).input
+    if contract.interpolation != "bilinear":
+        raise NotImplementedError(
+            f"load_image resizes bilinearly; the preset wants {contract.interpolation!r}."
+        )
+    _check_sizes(contract.size, contract.resize_short)
+    return tuple(contract.size), contract.resize_short
+
+
+def _check_sizes(size: tuple, resize_short) -> None:
+    named = [("size", s) for s in size]
+    if resize_short is not None:  # None: a direct resize to `size`
+        named.append(("resize_short", resize_short))
+    for name, value in named:
         # bool is an Integral, but `size=True` is surely a mistake.
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    if resize_short < size:
+    if resize_short is not None and resize_short < max(size):
         raise ValueError(
-            f"`resize_short` ({resize_short}) must be at least `size` ({size}): "
+            f"`resize_short` ({resize_short}) must be at least `size` ({max(size)}): "
             "the crop is cut from the resized image."
         )
 
@@ -143,21 +179,29 @@ def _to_rgb8(img: Image.Image, path: str) -> np.ndarray:
     return np.broadcast_to(grey[..., None], (*grey.shape, 3))
 
 
-def _resized_center_crop(pixels: np.ndarray, size: int, resize_short: int) -> np.ndarray:
+def _resized_center_crop(
+    pixels: np.ndarray, size: tuple[int, int], resize_short: int | None
+) -> np.ndarray:
     """Resizes `pixels` so the short side is `resize_short`, then center-crops `size`.
 
+    `size` is `(height, width)`; `resize_short=None` resizes straight to it.
     Bilinear interpolation reads at most 2x2 source pixels per output pixel,
-    so only the `size` x `size` cropped output pixels are computed: memory
-    does not grow with the resized image, which is 256 x 307200 for a
-    1200 x 1 strip. The float32 arithmetic is that of TensorFlow's bilinear
-    kernel (`keras.ops.image.resize` there), so the result equals resizing
-    the whole image and cropping, bit for bit.
+    so only the cropped output pixels are computed: memory does not grow
+    with the resized image, which is 256 x 307200 for a 1200 x 1 strip. The
+    float32 arithmetic is that of TensorFlow's bilinear kernel
+    (`keras.ops.image.resize` there), so the result equals resizing the whole
+    image and cropping, bit for bit.
     """
     height, width = pixels.shape[:2]
-    percent = resize_short / min(height, width)
-    new_height, new_width = round(height * percent), round(width * percent)
-    row0, row1, y_weight = _bilinear_taps(height, new_height, (new_height - size) // 2, size)
-    col0, col1, x_weight = _bilinear_taps(width, new_width, (new_width - size) // 2, size)
+    out_height, out_width = size
+    if resize_short is None:
+        new_height, new_width = size
+    else:
+        percent = resize_short / min(height, width)
+        new_height, new_width = round(height * percent), round(width * percent)
+    top, left = (new_height - out_height) // 2, (new_width - out_width) // 2
+    row0, row1, y_weight = _bilinear_taps(height, new_height, top, out_height)
+    col0, col1, x_weight = _bilinear_taps(width, new_width, left, out_width)
 
     def along_x(rows: np.ndarray) -> np.ndarray:
         left = pixels[np.ix_(rows, col0)].astype(np.float32)

@@ -1,7 +1,8 @@
-"""Building a model from a checkpoint alone: its shapes say the width, head and classes.
+"""Building a model from a checkpoint or a preset alone, without knowing its architecture.
 
 `keras_lcnet.PPLCNet_x1_0(weights=path)` needs the caller to know the
-checkpoint's architecture; `from_checkpoint(path)` reads it off the file.
+checkpoint's architecture; `from_checkpoint(path)` reads it off the file, and
+`from_preset(name)` off the registry (`keras_lcnet.presets`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ import os
 import keras
 import numpy as np
 
+from keras_lcnet import presets
+from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdparams import read_pdparams
-from keras_lcnet.model import PPLCNet
-from keras_lcnet.presets import variant_name
-from keras_lcnet.weights import load_pdparams
+from keras_lcnet.model import PPLCNet, _resolve_strides, check_input_contract
+from keras_lcnet.presets import TASKS, Preset, variant_name
+from keras_lcnet.weights import load_pdparams, resolve_preset
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
 _HEAD_ARGUMENTS = ("classes", "use_last_conv", "class_expand", "classifier_activation")
+# Arguments a preset's checkpoint fixes, with PPLCNet's defaults.
+_PRESET_FIXED = {
+    "stride_list": DEFAULT_STRIDES,
+    "use_last_conv": True,
+    "class_expand": CLASS_EXPAND,
+}
 
 
 def checkpoint_config(
@@ -97,3 +106,99 @@ def from_checkpoint(
     model = PPLCNet(weights=None, **checkpoint_config(state, path, **overrides))
     load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate
     return model
+
+
+def list_presets(task: str | None = None) -> list[Preset]:
+    """The published checkpoints (presets), ImageNet ones included.
+
+    Example:
+
+    ```python
+    for preset in keras_lcnet.list_presets(task="binary"):
+        print(preset.name, preset.classes, preset.input.size)
+    ```
+
+    Args:
+        task: Only the presets of this task kind (one of
+            `keras_lcnet.presets.TASKS`, e.g. `"single_label"`); all if `None`.
+
+    Returns:
+        A list of `keras_lcnet.presets.Preset`, in registry order.
+
+    Raises:
+        ValueError: `task` is not a known task kind.
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; tasks: {', '.join(TASKS)}.")
+    return [p for p in presets.PRESETS if task is None or p.task == task]
+
+
+def _preset_config(preset: Preset) -> dict:
+    """The `PPLCNet` arguments that rebuild a preset's network with its weights."""
+    size = tuple(preset.input.size)
+    channels_last = keras.config.image_data_format() == "channels_last"
+    return {
+        "scale": preset.scale,
+        "classes": preset.classes,
+        "input_shape": (*size, 3) if channels_last else (3, *size),
+        "classifier_activation": preset.activation,
+        **_PRESET_FIXED,
+        **preset.architecture,
+        "weights": preset.name,
+    }
+
+
+def _same(name: str, given, expected) -> bool:
+    if name == "stride_list":  # [2, [2, 1]] and (2, (2, 1)) are the same strides
+        return _resolve_strides(given) == _resolve_strides(expected)
+    return given == expected
+
+
+def from_preset(preset: str | Preset, **overrides) -> keras.Model:
+    """Builds a published checkpoint's network with its weights, from its preset name.
+
+    Width, classes, strides, head, input size and output activation come from
+    the preset (`keras_lcnet.list_presets()`); its weights are downloaded,
+    converted and cached like `weights="imagenet"`. The model takes RGB pixels
+    in `[0, 255]` (`keras_lcnet.load_image(path, preset=name)`) and outputs
+    what the preset's task decodes (`keras_lcnet.decode_outputs`).
+
+    Example:
+
+    ```python
+    model = keras_lcnet.from_preset("PPLCNet_x1_0_imagenet")
+    image = keras_lcnet.load_image("cat.jpg", preset="PPLCNet_x1_0_imagenet")
+    print(keras_lcnet.decode_outputs(model.predict(image), "PPLCNet_x1_0_imagenet"))
+    ```
+
+    Args:
+        preset: A preset name, or a `keras_lcnet.presets.Preset`.
+        **overrides: Further `PPLCNet` arguments, e.g. `include_top=False`,
+            `classifier_activation=None` (logits), `input_shape=(None, None, 3)`,
+            `name`, or `weights=None` (the architecture only). `scale`,
+            `classes`, `stride_list`, `use_last_conv` and `class_expand` are
+            fixed by the checkpoint and may only repeat the preset's values
+            (`None` for one of them means "as the preset says").
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ValueError: Unknown preset, or an override the checkpoint contradicts.
+        NotImplementedError: The preset's input contract (BGR pixels, other
+            statistics) and `include_preprocessing=True`.
+        WeightsUnavailableError: The weights could not be downloaded.
+        CheckpointError: The downloaded file is not the preset's checkpoint.
+    """
+    preset = resolve_preset(preset)
+    config = _preset_config(preset)
+    for name in ("scale", "classes", *_PRESET_FIXED):
+        if overrides.get(name) is None:  # not given, or "as the preset says"
+            overrides.pop(name, None)
+        elif not _same(name, overrides[name], config[name]):
+            raise ValueError(
+                f"{name}={overrides[name]!r} contradicts the checkpoint of preset "
+                f"'{preset.name}' ({name}={config[name]!r}): leave {name} out."
+            )
+    check_input_contract(preset, overrides.get("include_preprocessing", True))
+    return PPLCNet(**{**config, **overrides})

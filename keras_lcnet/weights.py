@@ -11,6 +11,7 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_lcnet import presets
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
 from keras_lcnet.checkpoints.pdparams import read_pdparams
@@ -24,6 +25,34 @@ CACHE_SUBDIR = "models"
 # holds the upstream files under their own names, tried instead of upstream.
 MIRROR_ENV = "KERAS_LCNET_MIRROR"
 _CACHE_FORMAT = "keras_lcnet-converted-v1"
+
+
+def preset_named(name) -> Preset | None:
+    """The preset called `name` in `keras_lcnet.presets.PRESETS`, or `None`."""
+    if not isinstance(name, str):
+        return None
+    return next((preset for preset in presets.PRESETS if preset.name == name), None)
+
+
+def resolve_preset(preset: str | Preset) -> Preset:
+    """A `Preset`, given itself or its name.
+
+    Args:
+        preset: A preset name such as `"PPLCNet_x1_0_imagenet"`, or a `Preset`.
+
+    Returns:
+        The `Preset`.
+
+    Raises:
+        ValueError: No preset has that name; the message lists those that exist.
+    """
+    if isinstance(preset, Preset):
+        return preset
+    found = preset_named(preset)
+    if found is None:
+        names = ", ".join(p.name for p in presets.PRESETS)
+        raise ValueError(f"Unknown preset {preset!r}. Presets: {names}.")
+    return found
 
 
 def cache_dir() -> str:
@@ -71,12 +100,11 @@ def fetch_checkpoint(preset: Preset) -> str:
         )
     except Exception as e:  # get_file raises a bare Exception on network errors
         raise WeightsUnavailableError(
-            f"Could not download {download_url(preset)} ({e}). To use the '{preset.tag}' "
-            f"weights of PPLCNet_{preset.variant} offline, download that file on "
+            f"Could not download {download_url(preset)} ({e}). To use the preset "
+            f"'{preset.name}' (PPLCNet_{preset.variant}) offline, download that file on "
             f"another machine and place it at {cached_checkpoint_path(preset)} (or "
             "pass its path as `weights=`); `keras-lcnet convert FILE.pdparams "
-            f"--variant {preset.variant} --output FILE.weights.h5` converts it once "
-            "to a Keras weights file."
+            "--output FILE.weights.h5` converts it once to a Keras weights file."
         ) from None
 
 
@@ -138,14 +166,33 @@ def _load_pretrained(model: keras.Model, preset: Preset) -> None:
         except CheckpointError as e:
             logger.warning("Rebuilding the stale weights cache %s (%s).", converted, e)
     source = fetch_checkpoint(preset)
-    arrays, sources = _convert_download(source)
-    assign_arrays(model, arrays, source, sources)
+    dropout_rate = preset.architecture.get("dropout_rate", PADDLECLAS_DROPOUT)
+    arrays, sources = _convert_download(source, dropout_rate)
+    try:
+        assign_arrays(model, arrays, source, sources)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{_head_hint(arrays, preset, source)}") from None
     # The cache is as readable as the download it stands for.
     mode = stat.S_IMODE(os.stat(source).st_mode)
     _atomic_savez(converted, {"__format__": np.array(_CACHE_FORMAT), **arrays}, mode)
 
 
-def _convert_download(source: str) -> tuple[dict[str, np.ndarray], Sources]:
+def _head_hint(arrays: dict[str, np.ndarray], preset: Preset, source: str) -> str:
+    """Which presets a checkpoint whose classifier does not fit `preset` looks like."""
+    fc = arrays.get("fc/kernel")
+    if fc is None or fc.ndim != 2 or fc.shape[-1] == preset.classes:
+        return ""
+    classes = fc.shape[-1]
+    alike = ", ".join(p.name for p in presets.PRESETS if p.classes == classes) or "none"
+    return (
+        f" {source} has {classes} classes, not the {preset.classes} of preset "
+        f"'{preset.name}'; presets with {classes} classes: {alike}."
+    )
+
+
+def _convert_download(
+    source: str, dropout_rate: float
+) -> tuple[dict[str, np.ndarray], Sources]:
     """Reads and converts a downloaded checkpoint; a corrupt one is removed."""
     try:
         state = read_pdparams(source)
@@ -159,7 +206,7 @@ def _convert_download(source: str) -> tuple[dict[str, np.ndarray], Sources]:
         raise CheckpointError(
             f"{e} The file was removed from the cache; the next call downloads it again."
         ) from None
-    return convert_pdparams(state, dropout_rate=PADDLECLAS_DROPOUT)
+    return convert_pdparams(state, dropout_rate=dropout_rate)
 
 
 def _dropout_rate(model: keras.Model) -> float:
@@ -202,10 +249,14 @@ def load_weights(
 
     Args:
         model: The model.
-        weights: `"imagenet"`, `"imagenet_ssld"`, or the path to a file.
-        scale: The model's width multiplier; needed for the published tags.
+        weights: `"imagenet"`, `"imagenet_ssld"`, a preset name (see
+            `keras_lcnet.list_presets()`), or the path to a file.
+        scale: The model's width multiplier; needed for the ImageNet tags,
+            checked against a preset's.
 
     Raises:
+        ValueError: `scale` is missing for an ImageNet tag or is not the
+            preset's.
         CheckpointError: The file cannot be read or does not fit the model;
             the message names the first tensor at fault and both shapes.
         WeightsUnavailableError: A published checkpoint could not be
@@ -215,6 +266,15 @@ def load_weights(
         if scale is None:
             raise ValueError(f"`scale` is needed to load '{weights}' weights.")
         _load_pretrained(model, find_preset(scale, weights))
+        return
+    preset = preset_named(weights)
+    if preset is not None:
+        if scale is not None and scale != preset.scale:
+            raise ValueError(
+                f"Preset '{weights}' holds PPLCNet_{preset.variant} weights; the model "
+                f"has scale={scale}."
+            )
+        _load_pretrained(model, preset)
         return
     path = os.fspath(weights)
     with open(path, "rb") as f:

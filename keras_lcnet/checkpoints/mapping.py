@@ -33,8 +33,21 @@ _CONV = (2, 3, 1, 0)  # Paddle [out, in, kh, kw] -> Keras (kh, kw, in, out)
 _DEPTHWISE = (2, 3, 0, 1)  # Paddle [channels, 1, kh, kw] -> Keras (kh, kw, channels, 1)
 HEAD_KEYS = ("last_conv.weight", "fc.weight", "fc.bias")
 HEAD_PATHS = frozenset(("last_conv/kernel", "fc/kernel", "fc/bias"))
+# PaddleClas' distillation saves the student under this prefix (`save_load.py`).
+STUDENT_PREFIX = "Student."
 # For each Keras variable path, the tensor's name and layout in the checkpoint.
 Sources = dict[str, tuple[str, tuple[int, ...] | None]]
+
+
+def strip_student_prefix(state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """The state dict without a leading `Student.` when every key has one.
+
+    Checkpoints saved from a PaddleClas `DistillationModel`'s student may keep
+    the prefix; the tensors are those of a plain PP-LCNet.
+    """
+    if state and all(key.startswith(STUDENT_PREFIX) for key in state):
+        return {key.removeprefix(STUDENT_PREFIX): value for key, value in state.items()}
+    return state
 
 
 def keras_path(paddle_key: str) -> tuple[str, tuple[int, ...] | None]:
@@ -89,7 +102,8 @@ def convert_pdparams(
     unchanged). It applies only to checkpoints with a `last_conv` head.
 
     Args:
-        state: `{name: array}` as `read_pdparams` returns.
+        state: `{name: array}` as `read_pdparams` returns; a `Student.`
+            prefix on every name is dropped.
         dropout_rate: The checkpoint's `dropout_prob`.
 
     Returns:
@@ -97,7 +111,7 @@ def convert_pdparams(
         each path the Paddle name and layout it came from.
     """
     arrays, sources = {}, {}
-    for key, value in state.items():
+    for key, value in strip_student_prefix(state).items():
         path, layout = keras_path(key)
         value = np.asarray(value, dtype=np.float32)
         if layout is not None:
@@ -231,7 +245,8 @@ def infer_architecture(state: Mapping[str, np.ndarray], origin: str = "the check
     trained, e.g. from its PaddleClas config).
 
     Args:
-        state: `{name: array}` in PaddleClas names, as `read_pdparams` returns.
+        state: `{name: array}` in PaddleClas names, as `read_pdparams` returns
+            (a `Student.` prefix on every name is dropped).
         origin: How to name the checkpoint in error messages.
 
     Returns:
@@ -241,6 +256,7 @@ def infer_architecture(state: Mapping[str, np.ndarray], origin: str = "the check
     Raises:
         CheckpointError: The tensors are not those of a published PP-LCNet width.
     """
+    state = strip_student_prefix(state)
     channels = {STEM: _output_channels(state, "conv1.conv.weight", origin)}
     for stage, blocks in BLOCKS.items():
         key = f"{stage}.{len(blocks) - 1}.pw_conv.conv.weight"
