@@ -13,8 +13,7 @@ from importlib import resources
 import keras
 import numpy as np
 
-from keras_lcnet.presets import Preset
-from keras_lcnet.weights import resolve_preset
+from keras_lcnet.presets import Preset, get_preset
 
 NUM_CLASSES = 1000
 _LABELLED_TASKS = ("single_label", "binary", "multi_label")
@@ -123,7 +122,7 @@ def preset_labels(preset: str | Preset) -> tuple[str, ...]:
     Raises:
         ValueError: The label file does not have `preset.classes` entries.
     """
-    preset = resolve_preset(preset)
+    preset = get_preset(preset)
     if preset.labels is None:
         return tuple(str(i) for i in range(preset.classes))
     labels = _read_labels(preset.labels)
@@ -297,7 +296,7 @@ def decode_outputs(outputs, preset: str | Preset, top: int | None = None) -> lis
             preset, `top` for another task, or decoder parameters the preset
             sets wrongly.
     """
-    preset = resolve_preset(preset)
+    preset = get_preset(preset)
     params = _parameters(preset, top)
     probs = _probabilities(outputs, preset)
     # The attribute decoders name their outputs themselves, as upstream's do.

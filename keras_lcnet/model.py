@@ -36,9 +36,10 @@ from keras_lcnet.presets import (
     VARIANTS,
     Preset,
     find_preset,
+    preset_named,
     variant_name,
 )
-from keras_lcnet.weights import load_weights, preset_named
+from keras_lcnet.weights import load_weights
 
 
 def _is_int(value) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from keras_lcnet.weights import resolve_preset
+from keras_lcnet.presets import get_preset
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -114,7 +114,7 @@ def _target(size, resize_short, preset) -> tuple[tuple[int, int], int | None]:
         return (int(size), int(size)), int(resize_short)
     if (size, resize_short) != (CROP_SIZE, RESIZE_SHORT):
         raise ValueError("Pass either `preset` or `size`/`resize_short`, not both.")
-    contract = resolve_preset(preset).input
+    contract = get_preset(preset).input
     if contract.interpolation != "bilinear":
         raise NotImplementedError(
             f"load_image resizes bilinearly; the preset wants {contract.interpolation!r}."

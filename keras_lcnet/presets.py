@@ -449,15 +449,22 @@ TASK_PRESETS: tuple[Preset, ...] = (
 # Every published checkpoint.
 PRESETS: tuple[Preset, ...] = IMAGENET_PRESETS + TASK_PRESETS
 PRESET_NAMES: tuple[str, ...] = tuple(preset.name for preset in PRESETS)
-_BY_NAME = dict(zip(PRESET_NAMES, PRESETS, strict=True))
 
 
-def get_preset(name: str) -> Preset:
+def preset_named(name: object) -> Preset | None:
+    """The preset called `name`, or `None` (for anything else, strings or not)."""
+    if not isinstance(name, str):
+        return None
+    # PRESETS is read at call time, so a registry extended at run time is seen.
+    return next((preset for preset in PRESETS if preset.name == name), None)
+
+
+def get_preset(name: str | Preset) -> Preset:
     """Looks up a published checkpoint by preset name.
 
     Args:
         name: A name in `PRESET_NAMES`, e.g. `"pulc_person_exists"` or
-            `"PPLCNet_x1_0_imagenet"`.
+            `"PPLCNet_x1_0_imagenet"`; a `Preset` is returned as it is.
 
     Returns:
         The `Preset`.
@@ -466,14 +473,16 @@ def get_preset(name: str) -> Preset:
         ValueError: No preset has that name; the message suggests the
             closest name and lists them all.
     """
-    if isinstance(name, str) and name in _BY_NAME:
-        return _BY_NAME[name]
-    lowered = {n.lower(): n for n in PRESET_NAMES}
+    if isinstance(name, Preset):
+        return name
+    found = preset_named(name)
+    if found is not None:
+        return found
+    names = [preset.name for preset in PRESETS]
+    lowered = {n.lower(): n for n in names}
     close = difflib.get_close_matches(str(name).lower(), lowered, n=1)
     hint = f" Did you mean '{lowered[close[0]]}'?" if close else ""
-    raise ValueError(
-        f"Unknown preset {name!r}.{hint} Valid presets: {', '.join(PRESET_NAMES)}."
-    )
+    raise ValueError(f"Unknown preset {name!r}.{hint} Valid presets: {', '.join(names)}.")
 
 
 def find_preset(scale_or_variant: float | str, tag: str = "imagenet") -> Preset:

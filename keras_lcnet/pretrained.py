@@ -17,8 +17,8 @@ from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.model import PPLCNet, _resolve_strides, check_input_contract
-from keras_lcnet.presets import TASKS, Preset, variant_name
-from keras_lcnet.weights import load_pdparams, resolve_preset
+from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
+from keras_lcnet.weights import load_pdparams
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
@@ -190,7 +190,7 @@ def from_preset(preset: str | Preset, **overrides) -> keras.Model:
         WeightsUnavailableError: The weights could not be downloaded.
         CheckpointError: The downloaded file is not the preset's checkpoint.
     """
-    preset = resolve_preset(preset)
+    preset = get_preset(preset)
     config = _preset_config(preset)
     for name in ("scale", "classes", *_PRESET_FIXED):
         if overrides.get(name) is None:  # not given, or "as the preset says"

@@ -16,7 +16,13 @@ from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, r
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
-from keras_lcnet.presets import PADDLECLAS_DROPOUT, PRETRAINED_TAGS, Preset, find_preset
+from keras_lcnet.presets import (
+    PADDLECLAS_DROPOUT,
+    PRETRAINED_TAGS,
+    Preset,
+    find_preset,
+    preset_named,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,34 +31,6 @@ CACHE_SUBDIR = "models"
 # holds the upstream files under their own names, tried instead of upstream.
 MIRROR_ENV = "KERAS_LCNET_MIRROR"
 _CACHE_FORMAT = "keras_lcnet-converted-v1"
-
-
-def preset_named(name) -> Preset | None:
-    """The preset called `name` in `keras_lcnet.presets.PRESETS`, or `None`."""
-    if not isinstance(name, str):
-        return None
-    return next((preset for preset in presets.PRESETS if preset.name == name), None)
-
-
-def resolve_preset(preset: str | Preset) -> Preset:
-    """A `Preset`, given itself or its name.
-
-    Args:
-        preset: A preset name such as `"PPLCNet_x1_0_imagenet"`, or a `Preset`.
-
-    Returns:
-        The `Preset`.
-
-    Raises:
-        ValueError: No preset has that name; the message lists those that exist.
-    """
-    if isinstance(preset, Preset):
-        return preset
-    found = preset_named(preset)
-    if found is None:
-        names = ", ".join(p.name for p in presets.PRESETS)
-        raise ValueError(f"Unknown preset {preset!r}. Presets: {names}.")
-    return found
 
 
 def cache_dir() -> str:

@@ -11,7 +11,7 @@ import pytest
 
 import keras_lcnet
 from keras_lcnet import presets
-from keras_lcnet.presets import Preset
+from keras_lcnet.presets import PRESETS, Preset
 
 
 def _preset(name, task, classes, labels=None, **postprocess) -> Preset:
@@ -202,3 +202,16 @@ def test_bad_outputs_or_presets_are_one_line_errors(
     with pytest.raises(ValueError, match=message) as info:
         keras_lcnet.decode_outputs(outputs, preset, **kwargs)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_registered_preset_decodes_a_batch(preset):
+    """The registry's post-processing parameters and label files fit the decoders."""
+    scores = np.random.default_rng(0).uniform(0.0, 1.0, (2, preset.classes)).astype("float32")
+    results = keras_lcnet.decode_outputs(scores, preset.name)
+    assert len(results) == 2
+    if preset.task == "single_label":
+        top = preset.postprocess.get("top", 5)
+        assert len(results[0]) == min(top, preset.classes)
+        best = int(np.argmax(scores[0]))
+        assert results[0][0][1] == pytest.approx(float(scores[0, best]))

@@ -159,7 +159,7 @@ def test_overrides_that_contradict_the_checkpoint_are_refused(
 
 
 def test_unknown_preset_lists_the_known_ones(task_presets):
-    with pytest.raises(ValueError, match=r"Unknown preset 'nope'\. Presets: .*t_textline"):
+    with pytest.raises(ValueError, match=r"Unknown preset 'nope'\. Valid presets: .*t_textline"):
         keras_lcnet.from_preset("nope")
 
 
@@ -181,7 +181,7 @@ def test_a_checkpoint_with_another_head_names_the_presets_it_fits(
     with pytest.raises(
         CheckpointError,
         match=r"has 2 classes, not the 4 of preset 't_orientation'; presets with 2 classes: "
-        r"t_textline\.",
+        r".*\bt_textline\.",
     ) as info:
         keras_lcnet.from_preset("t_orientation")
     assert "\n" not in str(info.value)

@@ -118,17 +118,12 @@ def test_load_image_gives_paddleclas_deploy_input_resize_short_crop():
     assert swapped.mean() > 50
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="keras_lcnet.load_image cannot resize straight to (height, width) without a "
-    "crop yet (issue 11: a direct-resize loader is being added on another branch)",
-)
 def test_load_image_gives_paddleclas_deploy_input_direct_resize():
     reference = _deploy_tensor("direct_resize")
     swapped = np.abs(_red_blue_swapped(reference) - reference) * STD * 255.0
     assert swapped.mean() > 50  # colourful enough, as above
-    pixels = keras_lcnet.load_image(IMAGE, size=(80, 160), resize_short=None)
+    # PULC textline_orientation's contract: a direct resize to 80x160, no crop.
+    pixels = keras_lcnet.load_image(IMAGE, preset="pulc_textline_orientation")
     level = np.abs(_normalize(pixels) - reference) * STD * 255.0
     assert level.max() <= 1.0 + 1e-3
     assert level.mean() < 0.2
