@@ -42,18 +42,18 @@ import keras_lcnet
 
 PRESETS = ("PP-LCNet_x1_0_doc_ori", "pulc_text_image_orientation")
 ANGLES = ("0", "90", "180", "270")  # the presets' labels
-PathLike = str | os.PathLike
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PathLike = str | os.PathLike
 
 
 def upright(page: Image.Image, label: str) -> Image.Image:
     """Turns a page back upright, given its predicted orientation label.
 
-    The labels count how far the page is turned clockwise. PaddleClas made
-    the training pages of `text_image_orientation` (whose label list
-    `PP-LCNet_x1_0_doc_ori` shares) by turning upright pages clockwise, and
-    its docs read label `90` as "text turned 90 degrees clockwise"
-    (`docs/zh_CN/models/PULC/PULC_text_image_orientation.md`); PaddleX's
+    The labels count how far the page is turned clockwise. PaddleClas' page
+    for `text_image_orientation` (whose label list `PP-LCNet_x1_0_doc_ori`
+    shares) builds its data set by turning upright pages clockwise and reads
+    label `90` as "text turned 90 degrees clockwise"
+    (`docs/zh_CN/models/PULC/PULC_text_image_orientation.md`); PaddleX'
     document pre-processing pipeline undoes label `a` by turning the image
     `a` degrees counter-clockwise (`cv2.getRotationMatrix2D(center, a, 1)`).
     So the page is turned counter-clockwise by the label's angle.
@@ -76,13 +76,12 @@ def upright(page: Image.Image, label: str) -> Image.Image:
 
 def _write_atomically(target: Path, write) -> None:
     """Calls `write(path)` on a temporary file next to `target`, then renames it."""
-    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
+    part = target.with_name(f".{target.name}.part")
     try:
         write(part)
         os.replace(part, target)
     except BaseException:
-        os.unlink(part)
+        part.unlink(missing_ok=True)
         raise
 
 
@@ -102,6 +101,13 @@ def straighten_page(
 ) -> tuple[str, float, str]:
     """Classifies one page and writes it upright into folder `target`.
 
+    Args:
+        model: The preset's model.
+        preset: Its preset name.
+        path: The page's image file.
+        target: Existing output folder; the page keeps its file name.
+        min_score: Below this score the page is copied unchanged.
+
     Returns:
         `(predicted label, its score, label applied)`; `"0"` is applied (the
         file copied unchanged) when the score is below `min_score`.
@@ -119,7 +125,7 @@ def straighten_page(
 def straighten(
     model, preset: str, source: Path, target: Path, min_score: float
 ) -> tuple[dict[str, str], int]:
-    """Writes every page in folder `source` upright into folder `target`, one line each.
+    """Writes every page in folder `source` upright into folder `target`, printing a line each.
 
     Args:
         model: The preset's model (`keras_lcnet.from_preset(preset)`).
@@ -146,7 +152,7 @@ def straighten(
     return applied, failed
 
 
-def make_smoke_pages(folder: Path) -> None:
+def _make_smoke_pages(folder: Path) -> None:
     """Writes a text-like page turned clockwise by each label's angle, `page_<angle>.png`."""
     rng = np.random.default_rng(0)
     page = Image.new("RGB", (300, 420), "white")  # portrait, like a sheet of paper
@@ -163,7 +169,7 @@ def _size(path: Path) -> tuple[int, int]:
         return img.size
 
 
-def check_sizes(source: Path, target: Path, applied: dict[str, str]) -> bool:
+def _check_sizes(source: Path, target: Path, applied: dict[str, str]) -> bool:
     """Whether every page was written, its sides swapped exactly when turned a quarter."""
     ok = len(applied) == len(list(source.iterdir()))
     for name, label in applied.items():
@@ -198,16 +204,19 @@ def run(args: argparse.Namespace, input_dir: PathLike, output_dir: PathLike) -> 
         return 1
     applied, failed = straighten(model, args.preset, source, target, args.min_score)
     if smoke:
-        ok = check_sizes(source, target, applied)
+        ok = _check_sizes(source, target, applied)
         print(f"smoke check: every page written with the expected size: {'yes' if ok else 'NO'}")
         failed += not ok
     return 1 if failed else 0
 
 
 def _score(value: str) -> float:
-    score = float(value)
+    try:
+        score = float(value)
+    except ValueError:
+        score = float("nan")
     if not 0 <= score <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {value!r}")
     return score
 
 
@@ -231,7 +240,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.smoke or tmp)
         (root / "pages").mkdir(parents=True, exist_ok=True)
-        make_smoke_pages(root / "pages")
+        _make_smoke_pages(root / "pages")
         print("Random weights (--smoke): the angles and scores below are meaningless (an "
               "untrained model scores the four angles about equally), so whether the pages "
               "end up upright is NOT checked; only that each is read, classified and written "
