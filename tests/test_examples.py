@@ -7,6 +7,7 @@ the tests only read their results.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -14,7 +15,9 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # every test reads the results of interpreters started together
 
@@ -51,6 +54,16 @@ def _runs(tmp: pathlib.Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         ),
         "classify_offline": (["classify_image.py", "--variant", "x0_25"], isolated),
         "classify_help": (["classify_image.py", "--help"], isolated),
+        "orientation_smoke": (["document_orientation.py", "--smoke", str(tmp / "smoke")], isolated),
+        "orientation_offline": (
+            ["document_orientation.py", str(EXAMPLES / "images"), str(tmp / "offline_out")],
+            isolated,
+        ),
+        "orientation_no_input": (
+            ["document_orientation.py", str(tmp / "no_such_folder"), str(tmp / "no_input_out")],
+            isolated,
+        ),
+        "orientation_help": (["document_orientation.py", "--help"], isolated),
     }
 
 
@@ -131,8 +144,141 @@ def test_classify_image_offline_fails_with_the_library_message(results):
     assert not list((results.tmp / "keras_home").rglob("*.pdparams*"))  # nothing half-written
 
 
-@pytest.mark.parametrize("name", ["transfer_help", "classify_help"])
+@pytest.mark.parametrize("name", ["transfer_help", "classify_help", "orientation_help"])
 def test_examples_have_help(results, name):
     out = _ok(results[name])
     assert out.startswith("usage:")
     assert "--smoke" in out
+
+
+# Document orientation. The labels count clockwise quarter turns of the page
+# (see `upright` in the example); np.rot90 turns counter-clockwise for k > 0.
+ANGLES = ("0", "90", "180", "270")
+PAGE_LINE = re.compile(r"^(\S+): +(\d+) deg, score (\d\.\d{3}), (rotated|kept(?: \(unsure\))?)$")
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _turned_clockwise(pixels: np.ndarray, angle: str) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(pixels, k=-(int(angle) // 90)))
+
+
+def _pixels(path: pathlib.Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def test_document_orientation_smoke_writes_every_page(results):
+    out = _ok(results["orientation_smoke"])
+    assert "meaningless" in out and "NOT checked" in out  # random weights are said plainly
+    printed = {m[1]: m.groups()[1:] for m in map(PAGE_LINE.match, out.splitlines()) if m}
+    pages = sorted((results.tmp / "smoke" / "pages").iterdir())
+    assert len(pages) == 4 and sorted(printed) == [p.name for p in pages]
+    upright = results.tmp / "smoke" / "upright"
+    assert sorted(p.name for p in upright.iterdir()) == sorted(printed)  # nothing half-written
+    for page in pages:
+        angle, _, action = printed[page.name]
+        written = upright / page.name
+        if action == "rotated":  # turned back counter-clockwise by the printed angle
+            assert np.array_equal(_pixels(written), np.rot90(_pixels(page), k=int(angle) // 90))
+        else:
+            assert written.read_bytes() == page.read_bytes()
+
+
+def test_document_orientation_offline_fails_with_the_library_message(results):
+    result = results["orientation_offline"]
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: Could not download https://")
+    name = "PP-LCNet_x1_0_doc_ori_pretrained.pdparams"
+    assert os.path.join("keras_home", "models", name) in message
+    assert "Traceback" not in result.stderr
+    assert not (results.tmp / "offline_out").exists()  # no output folder, no pages
+    assert not list((results.tmp / "keras_home").rglob("*.pdparams*"))
+
+
+def test_document_orientation_missing_input_folder_is_a_one_line_error(results):
+    result = results["orientation_no_input"]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: input folder ") and "no_such_folder" in message
+    assert "does not exist" in message
+    assert not (results.tmp / "no_input_out").exists()
+
+
+@pytest.mark.parametrize("angle", ANGLES)
+def test_document_orientation_upright_undoes_a_clockwise_turn_of_the_label(angle):
+    upright = _example("document_orientation").upright
+    page = np.random.default_rng(0).integers(0, 256, (3, 5, 3), dtype=np.uint8)  # asymmetric
+    turned = Image.fromarray(_turned_clockwise(page, angle))
+    assert np.array_equal(np.asarray(upright(turned, angle)), page)
+
+
+def test_document_orientation_upright_refuses_other_labels():
+    upright = _example("document_orientation").upright
+    with pytest.raises(ValueError, match="one of 0, 90, 180, 270"):
+        upright(Image.new("RGB", (4, 2)), "45")
+
+
+class _Oracle:
+    """Stands in for the model: predicts `labels` in turn, each with `score`."""
+
+    def __init__(self, labels: list[str], score: float = 1.0):
+        self.labels, self.score = list(labels), score
+
+    def predict(self, x, verbose=0):
+        probs = np.full((1, 4), (1 - self.score) / 3)
+        probs[0, ANGLES.index(self.labels.pop(0))] = self.score
+        return probs
+
+
+def _turned_pages(folder: pathlib.Path) -> np.ndarray:
+    """An asymmetric page, written turned clockwise by each angle as page_<angle>.png."""
+    folder.mkdir()
+    page = np.random.default_rng(1).integers(0, 256, (40, 64, 3), dtype=np.uint8)
+    for angle in ANGLES:
+        Image.fromarray(_turned_clockwise(page, angle)).save(folder / f"page_{angle}.png")
+    return page
+
+
+def test_document_orientation_straightens_pages_and_skips_bad_files(tmp_path, capsys):
+    example = _example("document_orientation")
+    page = _turned_pages(tmp_path / "scans")
+    (tmp_path / "scans" / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "scans" / "notes.txt").write_text("not a page")
+    target = tmp_path / "upright"
+    target.mkdir()
+    # The right angle for every page, in file-name order.
+    oracle = _Oracle(sorted(ANGLES, key=lambda a: f"page_{a}.png"))
+    applied, failed = example.straighten(
+        oracle, "PP-LCNet_x1_0_doc_ori", tmp_path / "scans", target, min_score=0.0
+    )
+    assert failed == 1
+    assert applied == {f"page_{a}.png": a for a in ANGLES}
+    assert sorted(p.name for p in target.iterdir()) == sorted(applied)
+    for name in applied:
+        assert np.array_equal(_pixels(target / name), page), name
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("broken.jpg: error: ")
+    assert out.count(", rotated\n") == 3 and "page_0.png:   0 deg, score 1.000, kept" in out
+
+
+def test_document_orientation_keeps_pages_below_min_score(tmp_path, capsys):
+    example = _example("document_orientation")
+    _turned_pages(tmp_path / "scans")
+    target = tmp_path / "upright"
+    target.mkdir()
+    applied, failed = example.straighten(
+        _Oracle(["180", "270", "90", "90"], score=0.6),
+        "PP-LCNet_x1_0_doc_ori", tmp_path / "scans", target, min_score=0.9,
+    )
+    assert failed == 0 and set(applied.values()) == {"0"}
+    for name in applied:  # copied unchanged
+        assert (target / name).read_bytes() == (tmp_path / "scans" / name).read_bytes()
+    assert capsys.readouterr().out.count("kept (unsure)") == 4
