@@ -12,6 +12,12 @@ import keras
 import numpy as np
 
 from keras_lcnet import presets
+from keras_lcnet.cache import (
+    CACHE_SUBDIR,
+    cache_dir,
+    cached_checkpoint_path,
+    converted_cache_path,
+)
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
 from keras_lcnet.checkpoints.pdparams import read_pdparams
@@ -26,31 +32,10 @@ from keras_lcnet.presets import (
 
 logger = logging.getLogger(__name__)
 
-CACHE_SUBDIR = "models"
 # A folder URL (`file:///data/mirror/`, `https://intranet/weights/`) that
 # holds the upstream files under their own names, tried instead of upstream.
 MIRROR_ENV = "KERAS_LCNET_MIRROR"
 _CACHE_FORMAT = "keras_lcnet-converted-v1"
-
-
-def cache_dir() -> str:
-    """The Keras cache folder: `$KERAS_HOME` or `~/.keras`, as `get_file` uses it."""
-    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    with contextlib.suppress(OSError):
-        os.makedirs(base, exist_ok=True)
-    if not os.access(base, os.W_OK):  # get_file's own fallback
-        base = os.path.join(tempfile.gettempdir(), ".keras")
-    return base
-
-
-def cached_checkpoint_path(preset: Preset) -> str:
-    """Where `get_file` keeps (and looks for) the upstream file."""
-    return os.path.join(cache_dir(), CACHE_SUBDIR, preset.file_name)
-
-
-def converted_cache_path(preset: Preset) -> str:
-    """Where the converted Keras weights of a checkpoint are cached."""
-    return cached_checkpoint_path(preset).removesuffix(".pdparams") + ".keras_lcnet.npz"
 
 
 def download_url(preset: Preset) -> str:

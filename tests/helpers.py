@@ -1,15 +1,19 @@
-"""Test helpers: the reference fixtures, tolerances and a subprocess runner."""
+"""Test helpers: the reference fixtures, test presets, tolerances and a subprocess runner."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from keras_lcnet import presets
+from keras_lcnet.presets import Preset
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 IMAGES_DIR = pathlib.Path(__file__).parent.parent / "examples" / "images"
@@ -21,6 +25,29 @@ def load_case(name: str) -> tuple[dict, dict[str, np.ndarray]]:
     with np.load(FIXTURES / f"{name}.npz", allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     return json.loads(str(arrays.pop("config"))), arrays
+
+
+def small_preset(name: str, classes: int, **fields) -> Preset:
+    """A test preset of width x0_25 (the reference checkpoints'), at an address never fetched.
+
+    Register it with `register_presets` and put its checkpoint in the `keras_home`
+    fixture's mirror with `publish`.
+    """
+    return Preset(
+        name=name, variant="x0_25", tag=name, classes=classes,
+        url=f"https://example.invalid/models/{name}_pretrained.pdparams", **fields,
+    )
+
+
+def register_presets(monkeypatch, *added: Preset) -> dict[str, Preset]:
+    """Adds presets to the registry for one test; returns them by name."""
+    monkeypatch.setattr(presets, "PRESETS", (*presets.PRESETS, *added))
+    return {preset.name: preset for preset in added}
+
+
+def publish(mirror: pathlib.Path, preset: Preset, source: str | os.PathLike) -> None:
+    """Puts a copy of `source` in the test mirror as the preset's published checkpoint."""
+    shutil.copy(source, pathlib.Path(mirror) / preset.file_name)
 
 
 def model_kwargs(config: dict) -> dict:

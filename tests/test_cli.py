@@ -1,10 +1,16 @@
-"""The keras-lcnet command line: predict, convert, info, argument checks and manners."""
+"""The keras-lcnet command line: predict, convert, info, argument checks and manners.
+
+The `--preset` tests register small presets of each task kind whose checkpoints are
+published in the `keras_home` fixture's file:// mirror (never the network).
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -12,12 +18,25 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import FIXTURES, IMAGES_DIR, load_case, relative_error, run_python
+from helpers import (
+    FIXTURES,
+    IMAGES_DIR,
+    load_case,
+    publish,
+    register_presets,
+    relative_error,
+    run_python,
+    small_preset,
+)
 
 import keras_lcnet
+from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.cli import build_parser, main
+from keras_lcnet.presets import PRESETS, PRETRAINED_TAGS, InputContract, get_preset
 
 X0_25 = FIXTURES / "pplcnet_x0_25.pdparams"
+TEXTLINE = FIXTURES / "pplcnet_x0_25_textline.pdparams"
+NO_LAST_CONV = FIXTURES / "pplcnet_x0_25_no_last_conv.pdparams"
 TOLERANCE = 1e-4  # max |keras - paddle| / max |paddle|, as in test_parity
 CAT = str(IMAGES_DIR / "cat.jpg")
 
@@ -33,19 +52,95 @@ def _load_line(out: str) -> str:
     return line
 
 
-def test_info_lists_the_registry(capsys, keras_home):
-    assert main(["info"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("imagenet_ssld") == 4
-    assert "PPLCNet_x2_5" in out and "80.82" in out and "Apache-2.0" in out
+def _info_rows(out: str) -> dict[str, dict[str, list[str]]]:
+    """`info`'s table rows (cells split at 2+ spaces) by group title, then preset name."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for line in out.split("\n\n")[0:2]:
+        title, header, *rows = line.strip("\n").splitlines()
+        assert header.split()[0] == "preset", header
+        cells = [re.split(r" {2,}", row.strip()) for row in rows]
+        groups[title] = {row[0]: row[1:] for row in cells}
+    return groups
+
+
+INFO_WITHOUT_KERAS = """
+import sys
+from keras_lcnet.cli import main
+assert main(["info"]) == 0
+print("----")
+assert main(["info", "PP-LCNet_x1_0_pedestrian_attribute"]) == 0
+heavy = sorted({"keras", "tensorflow", "numpy", "jax", "torch"} & set(sys.modules))
+assert not heavy, heavy
+"""
+
+
+def test_info_lists_every_preset_without_importing_keras(keras_home):
+    proc = _python("-c", INFO_WITHOUT_KERAS)  # keras_home: KERAS_HOME is an empty cache
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listing, described = proc.stdout.split("----\n")
+    groups = _info_rows(listing)
+    assert list(groups) == ["ImageNet-1k presets:", "Task presets:"]
+    imagenet, tasks = groups.values()
+    assert list(imagenet) == [p.name for p in PRESETS if p.tag in PRETRAINED_TAGS]
+    assert list(tasks) == [p.name for p in PRESETS if p.tag not in PRETRAINED_TAGS]
+    for name, cells in {**imagenet, **tasks}.items():
+        preset = get_preset(name)
+        height, width = preset.input.size
+        short = preset.input.resize_short
+        metric = preset.metrics[0]
+        assert cells == [
+            preset.task, str(preset.classes), f"{height}x{width}",
+            "direct" if short is None else f"crop {short}", preset.input.channel_order,
+            f"{metric.name} {metric.value:g}", "no",
+        ], name
+    assert described.startswith("PP-LCNet_x1_0_pedestrian_attribute\n")
 
 
 def test_info_shows_cached_files(capsys, keras_home):
     (keras_home / "models").mkdir(parents=True)
-    shutil.copy(X0_25, keras_home / "models" / "PPLCNet_x0_25_pretrained.pdparams")
-    main(["info"])
-    line = next(x for x in capsys.readouterr().out.splitlines() if "x0_25_pretrained" in x)
-    assert " yes " in line
+    shutil.copy(X0_25, keras_home / "models" / get_preset("PPLCNet_x0_25_imagenet").file_name)
+    # Weights converted once load without the upstream file: cached too.
+    (keras_home / "models" / "car_exists_pretrained.keras_lcnet.npz").write_bytes(b"")
+    assert main(["info"]) == 0
+    groups = _info_rows(capsys.readouterr().out)
+    rows = {name: cells for group in groups.values() for name, cells in group.items()}
+    cached = {name for name, cells in rows.items() if cells[-1] == "yes"}
+    assert cached == {"PPLCNet_x0_25_imagenet", "pulc_car_exists"}
+
+
+def _described(name: str, capsys) -> dict[str, str]:
+    """The `key: value` lines `info NAME` prints."""
+    assert main(["info", name]) == 0
+    title, *lines = capsys.readouterr().out.splitlines()
+    assert title == name
+    return {key.strip(): value.strip() for key, value in (x.split(": ", 1) for x in lines)}
+
+
+@pytest.mark.parametrize(
+    "name", ["PP-LCNet_x1_0_pedestrian_attribute", "pulc_textline_orientation",
+             "PPLCNet_x0_5_imagenet_ssld", "pulc_traffic_sign"]
+)
+def test_info_name_describes_one_preset(name, capsys, keras_home):
+    preset = get_preset(name)
+    fields = _described(name, capsys)
+    assert fields["url"] == preset.url and fields["license"] == preset.license
+    assert fields["source"] == preset.source
+    assert fields["cached"] == "no"
+    assert fields["load"] == f"keras_lcnet.from_preset({name!r})"
+    assert all(metric.source in fields["metrics"] for metric in preset.metrics)
+    assert fields["postprocess"] == ", ".join(f"{k}={v!r}" for k, v in preset.postprocess.items())
+    assert fields["input"].startswith("{}x{} (height x width)".format(*preset.input.size))
+    assert f"classes={preset.classes}" in fields["architecture"]
+    if "stride_list" in preset.architecture:
+        assert "stride_list=(2, (2, 1), (2, 1), (2, 1), (2, 1))" in fields["architecture"]
+    if preset.labels is None:
+        assert fields["labels"].startswith("none bundled")
+        return
+    data = json.loads((IMAGES_DIR.parent.parent / "keras_lcnet" / "data" / preset.labels)
+                      .read_text(encoding="utf-8"))
+    labels = data["labels"] if "labels" in data else [data[str(i)][1] for i in range(len(data))]
+    assert fields["labels"].startswith(", ".join(labels[:10]))
+    assert f"({len(labels)} labels, " in fields["labels"]
 
 
 def test_convert_then_load_matches_direct_pdparams(tmp_path, capsys):
@@ -177,6 +272,16 @@ def test_predict_says_random_weights_are_random(capsys):
         (["export", "--output", "/no/such/folder/m.onnx"], "--output"),
         (["convert", str(X0_25), "--output", "o.keras", "--stride-list", "2,[2"], "--stride-list"),
         (["bench", "m.tflite", "--budget-ms", "0"], "--budget-ms"),
+        (["predict", CAT, "--preset", "pulc_person_exist"], "--preset"),
+        (["predict", CAT, "--preset", "pulc_person_exists", "--variant", "x1_0"], "--preset"),
+        (["predict", CAT, "--variant", "x1_0", "--preset", "pulc_person_exists"], "--preset"),
+        (["predict", CAT, "--weights", "imagenet", "--preset", "pulc_person_exists"], "--preset"),
+        (["predict", CAT, "--preset", "pulc_person_exists", "--top", "1"], "--top"),
+        (["convert", "--preset", "pulc_textline_orientation", "--output", "o.keras",
+          "--stride-list", "2,2,2,2,2"], "--preset"),
+        (["convert", str(X0_25), "--preset", "pulc_car_exists", "--classes", "2", "--output",
+          "o.keras"], "--preset"),
+        (["info", "pulc_person_exist"], "preset"),
     ],
 )
 def test_bad_argument_values_exit_2_before_any_work(argv, flag, capsys, monkeypatch):
@@ -189,6 +294,24 @@ def test_bad_argument_values_exit_2_before_any_work(argv, flag, capsys, monkeypa
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"keras-lcnet {argv[0]}: error: argument {flag}")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", CAT, "--preset", "pulc_person_exist"],
+         "Unknown preset 'pulc_person_exist'. Did you mean 'pulc_person_exists'?"),
+        (["predict", CAT, "--preset", "pulc_car_exists", "--weights", "none"],
+         "argument --preset: not allowed with argument --weights"),
+        (["info", "PP-LCNet_x1_0_textline"], "Did you mean 'PP-LCNet_x1_0_textline_ori'?"),
+        (["convert", "--output", "o.keras"], "give the CHECKPOINT to convert, or --preset NAME"),
+    ],
+)
+def test_argument_errors_say_what_to_do(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -210,6 +333,201 @@ def test_errors_are_one_line_with_exit_code_1(argv, message, capsys):
 def test_offline_predict_fails_cleanly(keras_home, capsys):
     assert main(["predict", CAT, "--variant", "x0_25"]) == 1
     assert "keras-lcnet convert" in capsys.readouterr().err
+
+
+# --preset: test presets of every task kind, published in the test mirror.
+
+TEXTLINE_ARCHITECTURE = {"stride_list": (2, (2, 1), (2, 1), (2, 1), (2, 1)), "dropout_rate": 0.2}
+NO_LAST_CONV_ARCHITECTURE = {"use_last_conv": False, "dropout_rate": 0.2}
+LINES = InputContract(size=(80, 160), resize_short=None)
+
+
+def _with_head(classes: int, path) -> str:
+    """The x0_25 reference checkpoint with a seeded `classes`-way classifier."""
+    state = read_pdparams(X0_25)
+    rng = np.random.default_rng(classes)
+    state["fc.weight"] = rng.normal(0, 0.05, (state["fc.weight"].shape[0], classes)).astype("f4")
+    state["fc.bias"] = rng.normal(0, 0.5, classes).astype("f4")
+    with open(path, "wb") as f:
+        pickle.dump(state, f, protocol=4)
+    return path
+
+
+def _labels(tmp_path, name: str, labels: list[str]) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"labels": labels}))
+    return str(path)
+
+
+@pytest.fixture
+def cli_presets(keras_home, tmp_path, monkeypatch):
+    """One test preset per task kind; `t_lines` and `t_orient` are published only by tests."""
+    labels = {"lines": ["upright", "flipped"], "orient": ["0", "90", "180", "270"],
+              "binary": ["no", "yes"], "multi": ["a", "b", "c", "d"]}
+    labels = {name: _labels(tmp_path, name, values) for name, values in labels.items()}
+    person = {"threshold": 0.5, "glasses_threshold": 0.3, "hold_threshold": 0.6}
+    added = [
+        (small_preset("t_lines", 2, labels=labels["lines"], architecture=TEXTLINE_ARCHITECTURE,
+                      input=LINES, postprocess={"top": 1}), None),
+        (small_preset("t_orient", 4, labels=labels["orient"], postprocess={"top": 2},
+                      architecture=NO_LAST_CONV_ARCHITECTURE), None),
+        (small_preset("t_binary", 2, task="binary", labels=labels["binary"], input=LINES,
+                      architecture=TEXTLINE_ARCHITECTURE, postprocess={"threshold": 0.5}),
+         TEXTLINE),
+        (small_preset("t_multi", 4, task="multi_label", labels=labels["multi"],
+                      architecture=NO_LAST_CONV_ARCHITECTURE, postprocess={"threshold": 0.5}),
+         NO_LAST_CONV),
+        (small_preset("t_person", 26, task="person_attribute", labels=None, postprocess=person,
+                      input=InputContract(size=(256, 192), resize_short=None)),
+         _with_head(26, tmp_path / "person.pdparams")),
+        (small_preset("t_vehicle", 19, task="vehicle_attribute", labels=None,
+                      input=InputContract(size=(192, 256), resize_short=None),
+                      postprocess={"color_threshold": 0.5, "type_threshold": 0.5}),
+         _with_head(19, tmp_path / "vehicle.pdparams")),
+    ]
+    for preset, checkpoint in added:
+        if checkpoint is not None:
+            publish(tmp_path / "mirror", preset, checkpoint)
+    return register_presets(monkeypatch, *(preset for preset, _ in added))
+
+
+def _printed(out: str) -> dict[str, list[str]]:
+    """The indented lines printed under each image path, spaces collapsed."""
+    blocks: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if line.startswith("  "):
+            blocks[next(reversed(blocks))].append(" ".join(line.split()))
+        else:
+            blocks[line] = []
+    return blocks
+
+
+def _as_text(value) -> str:
+    """An attribute value as docs/cli.md says `predict` prints it."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(value) or "none"
+    if isinstance(value, tuple):
+        return f"{value[0]} ({value[1]:.4f})"
+    return value
+
+
+def _expected_lines(result, task: str) -> list[str]:
+    if task == "single_label":
+        return [f"{rank}. {label} {score:.4f}" for rank, (label, score) in enumerate(result, 1)]
+    if task == "binary":
+        return [f"{result[0]} {result[1]:.4f}"]
+    if task == "multi_label":
+        return [f"{label} {score:.4f}" for label, score in result] or [
+            "(no label reaches its threshold)"]
+    return [f"{key}: {_as_text(value)}" for key, value in result.items()]
+
+
+def _pairs(value):
+    """JSON results back as `decode_outputs` returns them: {label, score} -> (label, score)."""
+    if isinstance(value, dict) and set(value) == {"label", "score"}:
+        return value["label"], value["score"]
+    if isinstance(value, dict):
+        return {key: _pairs(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_pairs(item) for item in value]
+    return value
+
+
+IMAGES = [str(IMAGES_DIR / "cat.jpg"), str(IMAGES_DIR / "rocket.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("name", "flags"),
+    [("t_binary", []), ("t_multi", []), ("t_person", []), ("t_vehicle", []),
+     ("t_orient", []), ("t_orient", ["--top", "3"])],
+)
+def test_predict_preset_prints_what_decode_outputs_says(name, flags, cli_presets, tmp_path,
+                                                        capsys):
+    if name == "t_orient":
+        publish(tmp_path / "mirror", cli_presets[name], NO_LAST_CONV)
+    # First use: the checkpoint is downloaded (from the mirror), its progress kept off stdout.
+    assert main(["predict", *IMAGES, "--preset", name, "--json", *flags]) == 0
+    parsed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["predict", *IMAGES, "--preset", name, *flags]) == 0
+    printed = _printed(capsys.readouterr().out)
+
+    model = keras_lcnet.from_preset(name)
+    pixels = np.concatenate([keras_lcnet.load_image(p, preset=name) for p in IMAGES])
+    top = int(flags[1]) if flags else None
+    expected = keras_lcnet.decode_outputs(model.predict(pixels, verbose=0), name, top=top)
+    assert [line["path"] for line in parsed] == IMAGES
+    assert [_pairs(line["result"]) for line in parsed] == expected
+    task = cli_presets[name].task
+    assert printed == {p: _expected_lines(r, task) for p, r in zip(IMAGES, expected, strict=True)}
+
+
+def test_predict_json_without_a_preset_decodes_imagenet(imagenet_shaped_weights, capsys):
+    model = keras_lcnet.PPLCNet_x0_25(weights=imagenet_shaped_weights)
+    pixels = np.concatenate([keras_lcnet.load_image(p) for p in IMAGES])
+    expected = keras_lcnet.decode_predictions(model.predict(pixels, verbose=0), top=2)
+    argv = ["predict", *IMAGES, "--variant", "x0_25", "--weights", imagenet_shaped_weights]
+    assert main([*argv, "--top", "2", "--json"]) == 0
+    parsed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["path"] for line in parsed] == IMAGES
+    assert [[(c["wnid"], c["label"], c["score"]) for c in line["result"]] for line in parsed] == [
+        [tuple(c) for c in top] for top in expected
+    ]
+
+
+def test_predict_preset_reports_bad_files_and_classifies_the_others(cli_presets, capsys):
+    missing = str(IMAGES_DIR / "missing.jpg")
+    argv = ["predict", IMAGES[0], missing, IMAGES[1], "--preset", "t_binary"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert list(_printed(captured.out)) == IMAGES
+    errors = [line for line in captured.err.splitlines() if line.startswith("keras-lcnet")]
+    assert errors == [f"keras-lcnet: error: {missing}: no such file"]  # and download progress
+
+
+def test_predict_preset_offline_fails_cleanly(cli_presets, keras_home, capsys):
+    assert main(["predict", CAT, "--preset", "t_lines"]) == 1
+    *_, err = capsys.readouterr().err.strip().splitlines()  # after Keras' "Downloading ..."
+    assert err.startswith("keras-lcnet: error: Could not download")
+    assert str(keras_home / "models" / cli_presets["t_lines"].file_name) in err
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_convert_preset_fetches_and_round_trips(suffix, cli_presets, tmp_path, capsys):
+    publish(tmp_path / "mirror", cli_presets["t_lines"], TEXTLINE)
+    output = tmp_path / f"lines{suffix}"
+    assert main(["convert", "--preset", "t_lines", "--output", str(output)]) == 0
+    model = eval(_load_line(capsys.readouterr().out), {"keras": keras, "keras_lcnet": keras_lcnet})
+    pixels = keras_lcnet.load_image(CAT, preset="t_lines")
+    np.testing.assert_array_equal(model.predict(pixels, verbose=0),
+                                  keras_lcnet.from_preset("t_lines").predict(pixels, verbose=0))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_convert_a_local_checkpoint_of_a_preset(suffix, cli_presets, tmp_path, capsys):
+    # The preset supplies the strides a .pdparams file does not record; nothing is downloaded.
+    output = tmp_path / f"lines{suffix}"
+    argv = ["convert", str(TEXTLINE), "--preset", "t_lines", "--logits", "--output", str(output)]
+    assert main(argv) == 0
+    model = eval(_load_line(capsys.readouterr().out), {"keras": keras, "keras_lcnet": keras_lcnet})
+    _, arrays = load_case("pplcnet_x0_25_textline")
+    actual = model.predict(arrays["pixels_0"].astype("float32"), verbose=0)
+    assert relative_error(actual, arrays["logits_0"]) <= TOLERANCE
+
+
+def test_convert_preset_errors_are_one_line(cli_presets, tmp_path, capsys):
+    output = tmp_path / "x.weights.h5"
+    assert main(["convert", "--preset", "t_lines", "--output", str(output)]) == 1  # offline
+    assert "Could not download" in capsys.readouterr().err
+    # A checkpoint of another architecture than the preset's.
+    assert main(["convert", str(TEXTLINE), "--preset", "t_orient", "--output", str(output)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-lcnet: error: Not a checkpoint of preset 't_orient': ")
+    assert "last_conv" in err and "\n" not in err
+    assert list(tmp_path.glob("*.h5")) == []
 
 
 def _python(*args: str, **env: str) -> subprocess.CompletedProcess:

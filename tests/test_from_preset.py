@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
-from helpers import FIXTURES, load_case, relative_error
+from helpers import (
+    FIXTURES,
+    load_case,
+    publish,
+    register_presets,
+    relative_error,
+    small_preset,
+)
 from PIL import Image
 
 import keras_lcnet
@@ -33,13 +39,6 @@ CASES = {
 }
 
 
-def _preset(name: str, classes: int, **fields) -> Preset:
-    return Preset(
-        name=name, variant="x0_25", tag=name, classes=classes,
-        url=f"https://example.invalid/models/{name}_pretrained.pdparams", **fields,
-    )
-
-
 @pytest.fixture
 def task_presets(tmp_path, monkeypatch):
     """Test presets, as the registry describes PaddleX' doc_ori and textline_ori."""
@@ -47,25 +46,23 @@ def task_presets(tmp_path, monkeypatch):
     labels.write_text(json.dumps({"source": "test", "labels": ["0", "90", "180", "270"]}))
     no_last_conv = {"use_last_conv": False, "dropout_rate": 0.2}
     added = (
-        _preset("t_orientation", 4, labels=str(labels), architecture=no_last_conv,
-                postprocess={"top": 1}),
-        _preset("t_student", 4, labels=str(labels), architecture=no_last_conv),
-        _preset("t_textline", 2, labels=None, postprocess={"top": 1},
-                architecture={"stride_list": TEXTLINE_STRIDES, "dropout_rate": 0.2},
-                input=InputContract(size=(80, 160), resize_short=None)),
-        _preset("t_multi", 4, labels=None, task="multi_label", architecture=no_last_conv,
-                postprocess={"threshold": 0.5}),
-        _preset("t_bgr", 4, labels=None, architecture=no_last_conv,
-                input=InputContract(channel_order="BGR", mean=(0.485, 0.456, 0.406)[::-1])),
+        small_preset("t_orientation", 4, labels=str(labels), architecture=no_last_conv,
+                     postprocess={"top": 1}),
+        small_preset("t_student", 4, labels=str(labels), architecture=no_last_conv),
+        small_preset("t_textline", 2, labels=None, postprocess={"top": 1},
+                     architecture={"stride_list": TEXTLINE_STRIDES, "dropout_rate": 0.2},
+                     input=InputContract(size=(80, 160), resize_short=None)),
+        small_preset("t_multi", 4, labels=None, task="multi_label", architecture=no_last_conv,
+                     postprocess={"threshold": 0.5}),
+        small_preset("t_bgr", 4, labels=None, architecture=no_last_conv,
+                     input=InputContract(channel_order="BGR", mean=(0.485, 0.456, 0.406)[::-1])),
     )
-    monkeypatch.setattr(presets, "PRESETS", (*presets.PRESETS, *added))
-    return {p.name: p for p in added}
+    return register_presets(monkeypatch, *added)
 
 
 def _mirror(tmp_path, preset: Preset, source=None) -> None:
     """Publishes a copy of the preset's reference checkpoint in the test mirror."""
-    source = source or FIXTURES / f"{CASES[preset.name]}.pdparams"
-    shutil.copy(source, tmp_path / "mirror" / preset.file_name)
+    publish(tmp_path / "mirror", preset, source or FIXTURES / f"{CASES[preset.name]}.pdparams")
 
 
 def _weights_of(model) -> dict[str, np.ndarray]:
@@ -307,9 +304,9 @@ def test_load_image_direct_resize_memory_does_not_grow_with_the_image(task_prese
 
 def test_the_presets_dropout_is_folded_into_the_classifier(keras_home, tmp_path, monkeypatch):
     # Paddle scales the head by 1 - dropout_prob at inference; the preset says which.
-    preset = _preset("t_dropout", 2, labels=None,
-                     architecture={"stride_list": TEXTLINE_STRIDES, "dropout_rate": 0.1})
-    monkeypatch.setattr(presets, "PRESETS", (*presets.PRESETS, preset))
+    preset = small_preset("t_dropout", 2, labels=None,
+                          architecture={"stride_list": TEXTLINE_STRIDES, "dropout_rate": 0.1})
+    register_presets(monkeypatch, preset)
     _mirror(tmp_path, preset, FIXTURES / "pplcnet_x0_25_textline.pdparams")
     model = keras_lcnet.from_preset("t_dropout")
     fc = read_pdparams(FIXTURES / "pplcnet_x0_25_textline.pdparams")["fc.weight"]
