@@ -67,7 +67,7 @@ def fetch_checkpoint(preset: Preset) -> str:
             f"'{preset.name}' (PPLCNet_{preset.variant}) offline, download that file on "
             f"another machine and place it at {cached_checkpoint_path(preset)} (or "
             "pass its path as `weights=`); `keras-lcnet convert FILE.pdparams "
-            "--output FILE.weights.h5` converts it once to a Keras weights file."
+            f"--preset {preset.name} --output FILE.keras` converts it once to a Keras model."
         ) from None
 
 

@@ -582,3 +582,15 @@ def test_stride_list_flag_parses_paddleclas_notation(text):
         ["convert", "f.pdparams", "--output", "o.weights.h5", "--stride-list", text]
     )
     assert args.stride_list == [2, [2, 1], [2, 1], [2, 1], [2, 1]]
+
+
+def test_a_reader_that_leaves_early_gets_no_error_message():
+    """`keras-lcnet info | head -1`: a closed pipe ends the command quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keras_lcnet", "info"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the command has written anything
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr, stderr

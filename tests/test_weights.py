@@ -83,7 +83,7 @@ def test_offline_error_names_url_path_and_convert(keras_home):
     message = str(info.value)
     assert weights.download_url(presets.find_preset(0.25)) in message  # the mirror in this test
     assert str(keras_home / "models" / IMAGENET_X0_25) in message
-    assert "keras-lcnet convert" in message
+    assert "keras-lcnet convert FILE.pdparams --preset PPLCNet_x0_25_imagenet" in message
     assert not list((keras_home / "models").glob("*"))
 
 
