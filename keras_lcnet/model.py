@@ -122,7 +122,8 @@ def _normalize_stride(stride, what: str) -> tuple[int, int]:
     )
 
 
-def _resolve_strides(stride_list) -> list[tuple[int, int]]:
+def resolve_strides(stride_list) -> list[tuple[int, int]]:
+    """PaddleClas' `stride_list` as five `(h, w)` pairs; a one-line ValueError if malformed."""
     if not isinstance(stride_list, (list, tuple)) or len(stride_list) != 5:
         raise ValueError(
             "`stride_list` must hold 5 strides (stem, then the first block of "
@@ -201,7 +202,7 @@ def check_input_contract(preset: Preset, include_preprocessing: bool) -> None:
 def _architecture(preset: Preset) -> dict:
     """The head and strides a preset's checkpoint was trained with."""
     return {
-        "stride_list": _resolve_strides(preset.architecture.get("stride_list", DEFAULT_STRIDES)),
+        "stride_list": resolve_strides(preset.architecture.get("stride_list", DEFAULT_STRIDES)),
         "use_last_conv": preset.architecture.get("use_last_conv", True),
         "class_expand": preset.architecture.get("class_expand", CLASS_EXPAND),
     }
@@ -468,7 +469,7 @@ def PPLCNet(
     _validate_weights_arg(weights)
     _validate_top_args(weights, include_top, classes, classifier_activation, pooling)
     _validate_hyperparameters(scale, dropout_rate, class_expand)
-    strides = _resolve_strides(stride_list)
+    strides = resolve_strides(stride_list)
     input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
     if weights in PRETRAINED_TAGS or preset_named(weights):
         architecture = {

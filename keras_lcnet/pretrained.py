@@ -16,7 +16,7 @@ from keras_lcnet import presets
 from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdparams import read_pdparams
-from keras_lcnet.model import PPLCNet, _resolve_strides, check_input_contract
+from keras_lcnet.model import PPLCNet, check_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
 from keras_lcnet.weights import load_pdparams
 
@@ -150,7 +150,7 @@ def _preset_config(preset: Preset) -> dict:
 
 def _same(name: str, given, expected) -> bool:
     if name == "stride_list":  # [2, [2, 1]] and (2, (2, 1)) are the same strides
-        return _resolve_strides(given) == _resolve_strides(expected)
+        return resolve_strides(given) == resolve_strides(expected)
     return given == expected
 
 
