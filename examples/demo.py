@@ -16,10 +16,14 @@ import tempfile
 
 import numpy as np
 
-import keras_lcnet
-from keras_lcnet.errors import WeightsUnavailableError
-from keras_lcnet.presets import find_preset
-from keras_lcnet.weights import cached_checkpoint_path
+from keras_lcnet.startup import import_keras_quietly
+
+import_keras_quietly()  # before anything loads TensorFlow: no native start-up notes
+
+import keras_lcnet  # noqa: E402
+from keras_lcnet.errors import WeightsUnavailableError  # noqa: E402
+from keras_lcnet.presets import find_preset  # noqa: E402
+from keras_lcnet.weights import cached_checkpoint_path  # noqa: E402
 
 IMAGES = pathlib.Path(__file__).parent / "images"
 TIMED_RUNS = 60

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import inspect
 import json
 import os
-import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from keras_lcnet import __version__, presets
@@ -25,21 +23,13 @@ from keras_lcnet.architecture import MIN_INPUT_SIZE
 from keras_lcnet.cache import cache_dir, is_cached
 from keras_lcnet.labels import preset_labels
 from keras_lcnet.presets import PRETRAINED_TAGS, VARIANTS, Preset, get_preset, variant_name
+from keras_lcnet.startup import import_keras_quietly as _import_keras
 
 if TYPE_CHECKING:
     import keras
 
 DEFAULT_VARIANT = "x1_0"
 DEFAULT_TOP = 5
-_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
-# Written to fd 2 by TensorFlow's native code while it loads, before absl's
-# log level applies (TensorFlow 2.21): the oneDNN and CPU-feature notes.
-_NATIVE_NOISE = re.compile(
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
-)
-
-
 def _error(message: object) -> None:
     print("keras-lcnet: error:", " ".join(str(message).splitlines()), file=sys.stderr)
 
@@ -120,43 +110,6 @@ def _model_file(value: str) -> str:
 
 
 # Imports and models, shared by the commands.
-
-
-@contextlib.contextmanager
-def _native_stderr_filtered() -> Iterator[None]:
-    """Drops the native start-up log lines written to file descriptor 2; keeps the rest."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture:
-                text = line.decode(errors="replace")
-                if not _NATIVE_NOISE.match(text):
-                    sys.stderr.write(text)
-
-
-def _import_keras() -> None:
-    """Imports Keras and its backend, without TensorFlow's start-up notes.
-
-    Unless the user set `TF_CPP_MIN_LOG_LEVEL` (then every line is theirs to
-    see), it is set to 2 and the notes TensorFlow 2.21 prints regardless
-    (oneDNN, absl's pre-initialization warning) are filtered out.
-    """
-    if "keras" in sys.modules:
-        return
-    if _TF_LOG_LEVEL in os.environ:
-        importlib.import_module("keras")
-        return
-    os.environ[_TF_LOG_LEVEL] = "2"
-    with _native_stderr_filtered():
-        importlib.import_module("keras")
 
 
 def _weights(args: argparse.Namespace) -> str | None:
