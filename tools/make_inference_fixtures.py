@@ -28,7 +28,7 @@ import numpy as np
 import paddle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_fixtures import (  # noqa: E402  (a sibling script, not a package)
+from make_fixtures import (
     CALIBRATION_BATCH,
     FIXTURES_DIR,
     Case,
