@@ -209,6 +209,13 @@ def test_missing_program_names_the_fix(tmp_path):
     _one_line_error(folder, "no inference.json and .pdiparams pair")
 
 
+def test_legacy_pdmodel_program_is_refused(tmp_path):
+    folder = _copy(tmp_path)
+    (folder / "inference.json").rename(folder / "inference.pdmodel")
+    with pytest.raises(CheckpointError, match=r"legacy \.pdmodel program is not read"):
+        keras_lcnet.from_checkpoint(folder / "inference.pdiparams")
+
+
 def test_program_that_is_not_json(tmp_path):
     folder = _copy(tmp_path)
     (folder / "inference.json").write_text("{not json")
