@@ -266,25 +266,30 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _check_mutations(tmp_path, seeds) -> None:
+    """Even seeds corrupt the parameters, odd ones the program."""
     folder = _copy(tmp_path)
-    original = (DEFAULT / "inference.pdiparams").read_bytes()
+    originals = {
+        name: (DEFAULT / name).read_bytes() for name in ("inference.pdiparams", "inference.json")
+    }
     reference = read_inference_model(DEFAULT).state
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        (folder / "inference.pdiparams").write_bytes(_mutate(original, rng))
+        target = ("inference.pdiparams", "inference.json")[seed % 2]
+        for name, data in originals.items():
+            (folder / name).write_bytes(_mutate(data, rng) if name == target else data)
         tracemalloc.start()
         try:
             state = read_inference_model(folder).state
         except CheckpointError as e:
             assert "\n" not in str(e), seed
-        else:  # a flipped data byte: the same tensors, shapes intact
+        else:  # e.g. a flipped data byte: the same tensors, shapes intact
             assert {k: v.shape for k, v in state.items()} == {
                 k: v.shape for k, v in reference.items()
             }, seed
         finally:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-        assert peak < 8 * len(original), seed
+        assert peak < 8 * len(originals["inference.pdiparams"]), seed
 
 
 def test_mutated_files_fail_cleanly(tmp_path):

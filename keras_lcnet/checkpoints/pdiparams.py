@@ -11,14 +11,18 @@ concatenated in the `sorted()` order of their names, each as:
   `dims`, written unpacked by Paddle);
 * the raw little-endian data.
 
-Verified against `paddle/phi/core/framework/dense_tensor_serialize.cc`
-(`SerializeToStream`) and `paddle/fluid/framework/lod_tensor.cc` as the porting
-notes cite them, and by reading the files PaddlePaddle 3.3.1 wrote for
-`tools/make_inference_fixtures.py`: every tensor parsed with this layout, the
-file ends exactly after the last one, the descriptors are `08 05 10 ..`
-(FP32, unpacked dims), and the shapes follow the program's parameters in
-sorted-name order (not in program order); Paddle Inference's own outputs on
-those files are matched by the converted Keras model (`tests/test_pdiparams.py`).
+Verified in three ways. Against Paddle's writer code: `SerializeToStream`
+(`paddle/phi/core/framework/dense_tensor_serialize.cc`) writes the version and
+LoD fields, then `TensorToStream` (`paddle/fluid/framework/tensor_util.cc`)
+the tensor version, the descriptor size and bytes and `numel * dtype size`
+data bytes; `save_vars_pir` (`python/paddle/static/pir_io.py`, Paddle 3.3.1)
+saves the parameters `for name in sorted(...)` with `save_combine`. Against
+the files PaddlePaddle 3.3.1 wrote for `tools/make_inference_fixtures.py`:
+every tensor parses with this layout, the file ends exactly after the last
+one, the descriptors are `08 05 10 ..` (FP32, dims unpacked), and the shapes
+follow the program's parameters in sorted-name order, not in program order.
+And end to end: the converted Keras model matches Paddle Inference's outputs
+on those files (`tests/test_pdiparams.py`).
 
 The file holds no names: they come from the program. Only Paddle 3's PIR
 JSON program (`inference.json`) is read; the legacy protobuf `.pdmodel` is
