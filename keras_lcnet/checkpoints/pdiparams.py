@@ -51,7 +51,8 @@ import numpy as np
 from keras_lcnet.architecture import BLOCKS, STEM
 from keras_lcnet.errors import CheckpointError
 
-PROGRAM_FILE = "inference.json"
+# `paddle.jit.save(model, "folder/inference")`, as PaddleX and PaddleOCR ship them.
+DEFAULT_PREFIX = "inference"
 PARAMS_SUFFIX = ".pdiparams"
 # PP-LCNet's programs are ~100 kB; a larger one is not a PP-LCNet program.
 MAX_PROGRAM_BYTES = 16 * 2**20
@@ -95,7 +96,7 @@ def find_inference_model(path: str | os.PathLike) -> tuple[str, str] | None:
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        prefix = os.path.join(path, "inference")
+        prefix = os.path.join(path, DEFAULT_PREFIX)
     else:
         prefix = re.sub(r"\.(pdiparams|json)$", "", path)
     program, params = prefix + ".json", prefix + PARAMS_SUFFIX
