@@ -15,6 +15,10 @@ Run it with the same throwaway virtualenv, from the repository root::
     /tmp/refenv/bin/python tools/make_inference_fixtures.py
 
 Each case runs in its own subprocess (``PPLCNet.__init__`` mutates ``NET_CONFIG``).
+
+No legacy ``inference.pdmodel`` fixture: with ``FLAGS_enable_pir_api=0`` PaddlePaddle
+3.3.1's ``paddle.jit.save`` fails on PPLCNet's SE block ("multiply(): argument
+(position 1) must be Value, but got Variable").
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 import paddle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_fixtures import (
+from make_fixtures import (  # a sibling script: its recipe, not a copy
     CALIBRATION_BATCH,
     FIXTURES_DIR,
     Case,
