@@ -28,6 +28,7 @@ from keras_lcnet.architecture import (
     STEM_CHANNELS,
     make_divisible,
 )
+from keras_lcnet.checkpoints.pdiparams import is_inference_model
 from keras_lcnet.layers import HardSwish, SqueezeExcite
 from keras_lcnet.presets import (
     IMAGENET_MEAN,
@@ -56,12 +57,15 @@ def _channel_axis() -> int:
 def _validate_weights_arg(weights) -> None:
     if weights is None or weights in PRETRAINED_TAGS or preset_named(weights):
         return
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+    if isinstance(weights, (str, os.PathLike)) and (
+        os.path.isfile(weights) or is_inference_model(weights)
+    ):
         return
     raise ValueError(
         "The `weights` argument should be either `None` (random initialization), "
         "'imagenet', 'imagenet_ssld', a preset name (`keras_lcnet.list_presets()`), "
-        "or the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file. "
+        "the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file, or a Paddle "
+        "inference model's folder. "
         f"Received: weights={weights!r}"
         + (" (no such file or preset)" if isinstance(weights, (str, os.PathLike)) else "")
     )

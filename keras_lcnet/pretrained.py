@@ -15,10 +15,11 @@ import numpy as np
 from keras_lcnet import presets
 from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints.mapping import infer_architecture
+from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.model import PPLCNet, check_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
-from keras_lcnet.weights import load_pdparams
+from keras_lcnet.weights import load_inference_model, load_pdparams
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
@@ -77,7 +78,7 @@ def checkpoint_config(
 def from_checkpoint(
     path: str | os.PathLike, state: dict[str, np.ndarray] | None = None, **overrides
 ) -> keras.Model:
-    """Builds the PP-LCNet a PaddleClas `.pdparams` checkpoint describes, with its weights.
+    """Builds the PP-LCNet a PaddleClas checkpoint or inference model describes, with its weights.
 
     Example:
 
@@ -87,9 +88,13 @@ def from_checkpoint(
     ```
 
     Args:
-        path: A PaddleClas `.pdparams` file (read once).
-        state: Its tensors, when the caller has already read them with
-            `read_pdparams`.
+        path: A PaddleClas `.pdparams` file (read once), or a Paddle
+            inference model: its folder (`inference.json` and
+            `inference.pdiparams`), prefix, or `.pdiparams` file with the
+            program beside it. An inference model's program also gives
+            `dropout_rate`.
+        state: The `.pdparams` file's tensors, when the caller has already
+            read them with `read_pdparams`.
         **overrides: `PPLCNet` arguments the file cannot say (`stride_list`,
             `dropout_rate`, `input_shape`, `classifier_activation`, `name`,
             ...), or that must agree with it (`scale`, `classes`).
@@ -102,6 +107,14 @@ def from_checkpoint(
         CheckpointError: The file is not a readable PP-LCNet checkpoint.
     """
     path = os.fspath(path)
+    if state is None and is_inference_model(path):
+        inference = read_inference_model(path)
+        if inference.dropout_rate:
+            overrides.setdefault("dropout_rate", inference.dropout_rate)
+        config = checkpoint_config(inference.state, inference.origin, **overrides)
+        model = PPLCNet(weights=None, **config)
+        load_inference_model(model, path, inference)
+        return model
     state = read_pdparams(path) if state is None else state
     model = PPLCNet(weights=None, **checkpoint_config(state, path, **overrides))
     load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate

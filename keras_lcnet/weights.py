@@ -20,6 +20,11 @@ from keras_lcnet.cache import (
 )
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
+from keras_lcnet.checkpoints.pdiparams import (
+    InferenceModel,
+    is_inference_model,
+    read_inference_model,
+)
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
 from keras_lcnet.presets import (
@@ -199,16 +204,44 @@ def load_pdparams(
     assign_arrays(model, arrays, path, sources)
 
 
+def load_inference_model(
+    model: keras.Model, path: str | os.PathLike, inference: InferenceModel | None = None
+) -> None:
+    """Loads a Paddle inference model (`inference.json` + `.pdiparams`) into a PP-LCNet.
+
+    The dropout factor folded into the classifier is the program's own.
+
+    Args:
+        model: The model.
+        path: The model's folder, prefix, `.pdiparams` or `.json` file.
+        inference: The files as `read_inference_model` read them; read from
+            `path` otherwise.
+
+    Raises:
+        CheckpointError: The files cannot be read or do not fit the model.
+    """
+    inference = read_inference_model(path) if inference is None else inference
+    arrays, sources = convert_pdparams(inference.state, inference.dropout_rate)
+    # Name tensors as the file does (`conv2d_3.w_0`), with the PaddleClas name beside.
+    sources = {
+        key: (f"{inference.names.get(name, name)} ({name})", layout)
+        for key, (name, layout) in sources.items()
+    }
+    assign_arrays(model, arrays, inference.origin, sources)
+
+
 def load_weights(
     model: keras.Model, weights: str | os.PathLike, scale: float | None = None
 ) -> None:
     """Loads `weights` into a PP-LCNet model built by `keras_lcnet.PPLCNet`.
 
     A file is recognized by its content, not its name: a PaddleClas
-    `.pdparams` checkpoint, a Keras `.weights.h5` file, a Keras `.keras`
-    model (its weights; the architecture comes from `model`) or a legacy
-    Keras `.h5` file. Loading is all or nothing: every variable of the model
-    must be in the file with its exact shape, or nothing is assigned.
+    `.pdparams` checkpoint, a Paddle inference model (a folder, prefix or
+    `.pdiparams` file with its `inference.json` beside it), a Keras
+    `.weights.h5` file, a Keras `.keras` model (its weights; the architecture
+    comes from `model`) or a legacy Keras `.h5` file. Loading is all or
+    nothing: every variable of the model must be in the file with its exact
+    shape, or nothing is assigned.
 
     Args:
         model: The model.
@@ -240,6 +273,9 @@ def load_weights(
         _load_pretrained(model, preset)
         return
     path = os.fspath(weights)
+    if is_inference_model(path):
+        load_inference_model(model, path)
+        return
     with open(path, "rb") as f:
         head = f.read(len(HDF5_SIGNATURE))
     if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):

@@ -1,0 +1,410 @@
+"""Reading Paddle inference models (`inference.json` + `.pdiparams`) without PaddlePaddle.
+
+`paddle.jit.save` (and PaddleX / PaddleOCR's `*_infer` downloads) write a
+program and its parameters. The parameters file, `.pdiparams`, is the tensors
+concatenated in the `sorted()` order of their names, each as:
+
+* uint32 version (0); uint64 LoD level count, then per level a uint64 byte
+  size and its offsets (parameters have none);
+* uint32 tensor version (0); int32 size of a `VarType.TensorDesc` protobuf
+  (field 1 `data_type`: FP16=4, FP32=5, BF16=22; field 2 repeated int64
+  `dims`, written unpacked by Paddle);
+* the raw little-endian data.
+
+Verified in three ways. Against Paddle's writer code: `SerializeToStream`
+(`paddle/phi/core/framework/dense_tensor_serialize.cc`) writes the version and
+LoD fields, then `TensorToStream` (`paddle/fluid/framework/tensor_util.cc`)
+the tensor version, the descriptor size and bytes and `numel * dtype size`
+data bytes; `save_vars_pir` (`python/paddle/static/pir_io.py`, Paddle 3.3.1)
+saves the parameters `for name in sorted(...)` with `save_combine`. Against
+the files PaddlePaddle 3.3.1 wrote for `tools/make_inference_fixtures.py`:
+every tensor parses with this layout, the file ends exactly after the last
+one, the descriptors are `08 05 10 ..` (FP32, dims unpacked), and the shapes
+follow the program's parameters in sorted-name order, not in program order.
+And end to end: the converted Keras model matches Paddle Inference's outputs
+on those files (`tests/test_pdiparams.py`).
+
+The file holds no names: they come from the program. Only Paddle 3's PIR
+JSON program (`inference.json`) is read; the legacy protobuf `.pdmodel` is
+not. Parameter names are generated in creation order (`conv2d_N.w_0`,
+`batch_norm2d_N.w_0/.b_0/.w_1/.w_2`, `linear_N.w_0/.b_0`), which for
+PaddleClas' PP-LCNet is: stem, then per block depthwise conv, SE convs,
+pointwise conv, then `last_conv` and `fc`. They are mapped onto PaddleClas'
+state-dict names, checked shape by shape along the way.
+
+The program keeps Paddle's dropout op (`downgrade_in_infer`, its probability
+a constant); its probability is returned so the caller folds it into the
+classifier once, as for `.pdparams` (the stored weights are unscaled).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_lcnet.architecture import BLOCKS, STEM
+from keras_lcnet.errors import CheckpointError
+
+# `paddle.jit.save(model, "folder/inference")`, as PaddleX and PaddleOCR ship them.
+DEFAULT_PREFIX = "inference"
+PARAMS_SUFFIX = ".pdiparams"
+# PP-LCNet's programs are ~100 kB; a larger one is not a PP-LCNet program.
+MAX_PROGRAM_BYTES = 16 * 2**20
+_MAX_DESC_BYTES = 256
+_MAX_DIMS = 8
+_DTYPES = {4: np.dtype("<f2"), 5: np.dtype("<f4"), 22: np.dtype("<u2")}  # 22: bfloat16
+_BN_SUFFIXES = {"w_0": "weight", "b_0": "bias", "w_1": "_mean", "w_2": "_variance"}
+# A parameters file starts with a tensor's zero versions and LoD level count.
+SIGNATURE = bytes(16)
+_NAME = re.compile(r"(conv2d|batch_norm2d|linear)_(\d+)\.([wb]_\d)")
+
+
+@dataclass(frozen=True)
+class InferenceModel:
+    """A Paddle inference model's parameters in PaddleClas names.
+
+    Attributes:
+        state: `{PaddleClas name: array}`, as `read_pdparams` returns.
+        names: `{PaddleClas name: generated name in the file}`.
+        dropout_rate: The dropout probability the program applies at
+            inference (`downgrade_in_infer`), 0.0 without one.
+        origin: The `.pdiparams` path, to name the model in messages.
+    """
+
+    state: dict[str, np.ndarray]
+    names: dict[str, str]
+    dropout_rate: float
+    origin: str
+
+
+def find_inference_model(path: str | os.PathLike) -> tuple[str, str] | None:
+    """The `(program, params)` files of an inference model, if `path` names one.
+
+    Args:
+        path: A folder holding `inference.json` and `inference.pdiparams`, a
+            prefix (`folder/inference`), or a `.pdiparams` or `.json` file
+            with its partner beside it.
+
+    Returns:
+        The two paths, or `None` if `path` is not an inference model.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        prefix = os.path.join(path, DEFAULT_PREFIX)
+    else:
+        prefix = re.sub(r"\.(pdiparams|json)$", "", path)
+    program, params = prefix + ".json", prefix + PARAMS_SUFFIX
+    if os.path.isfile(program) and os.path.isfile(params):
+        return program, params
+    return None
+
+
+def is_inference_model(path: str | os.PathLike) -> bool:
+    """Whether `path` is meant as a Paddle inference model (by content, not name).
+
+    A folder, a `.pdiparams` file (its 16 leading zero bytes), a `.json`
+    program or a prefix with a `.pdiparams` beside it. The files are not
+    validated here: `read_inference_model` does that.
+
+    Args:
+        path: The path given as `weights=` or to `from_checkpoint`.
+
+    Returns:
+        `True` for the inference form.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return True
+    if not os.path.isfile(path):
+        return find_inference_model(path) is not None
+    with open(path, "rb") as f:
+        head = f.read(len(SIGNATURE))
+    return head == SIGNATURE or (path.endswith(".json") and find_inference_model(path) is not None)
+
+
+def read_inference_model(path: str | os.PathLike) -> InferenceModel:
+    """Reads a Paddle inference model of PaddleClas' PP-LCNet, safely.
+
+    Args:
+        path: As `find_inference_model` accepts.
+
+    Returns:
+        An `InferenceModel`.
+
+    Raises:
+        CheckpointError: The files are missing, malformed or not a PP-LCNet;
+            one line naming the file.
+    """
+    found = find_inference_model(path)
+    if found is None:
+        raise CheckpointError(
+            f"{os.fspath(path)}: no inference.json and .pdiparams pair found (the legacy "
+            ".pdmodel program is not read); export it with Paddle 3's paddle.jit.save."
+        )
+    program_path, params_path = found
+    shapes, dropout = _read_program(program_path)
+    tensors = _read_params(params_path, shapes)
+    state, names = _paddleclas_names(tensors, params_path)
+    return InferenceModel(state, names, dropout, params_path)
+
+
+# --------------------------------------------------------------------------- program
+
+
+def _read_program(path: str) -> tuple[dict[str, list[int]], float]:
+    """`{parameter name: shape}` and the inference dropout factor of a PIR JSON program."""
+    if os.path.getsize(path) > MAX_PROGRAM_BYTES:
+        raise CheckpointError(f"{path}: larger than {MAX_PROGRAM_BYTES} bytes; not a PP-LCNet.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
+        shapes = {op["A"][3]: op["O"]["TT"]["D"][1] for op in ops if op["#"] == "p"}
+        dropout = _dropout_rate(ops)
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
+        raise CheckpointError(
+            f"{path}: not a Paddle 3 PIR program ({type(e).__name__}: {e})."
+        ) from None
+    for name, shape in shapes.items():
+        if not isinstance(name, str) or not _valid_dims(shape):
+            raise CheckpointError(f"{path}: parameter {name!r} has invalid shape {shape!r}.")
+    return shapes, dropout
+
+
+def _attrs(op: dict) -> dict:
+    return {a["N"]: a["AT"]["D"] for a in op.get("A", [])}
+
+
+def _dropout_rate(ops: list) -> float:
+    """The factor Paddle's dropout op applies at inference (`downgrade_in_infer`: 1 - p)."""
+    constants = {op["O"][0]["%"]: _attrs(op).get("value") for op in ops if op["#"] == "1.full"}
+    rates = []
+    for op in ops:
+        if op["#"] == "1.scale":  # a fold already in the program would be applied twice
+            raise ValueError("the program has a scale op, which PP-LCNet's does not")
+        if op["#"] == "1.dropout" and _attrs(op).get("mode") == "downgrade_in_infer":
+            # Stored as float32 (0.2 -> 0.20000000298...): its shortest repr is what was set.
+            rates.append(float(str(np.float32(constants[op["I"][2]["%"]]))))
+    if len(rates) > 1 or not all(0.0 <= r < 1.0 for r in rates):
+        raise ValueError(f"dropout probabilities {rates}, PP-LCNet has at most one")
+    return rates[0] if rates else 0.0
+
+
+def _valid_dims(dims) -> bool:
+    return (
+        isinstance(dims, list)
+        and 0 < len(dims) <= _MAX_DIMS
+        and all(isinstance(d, int) and 0 < d < 2**31 for d in dims)
+    )
+
+
+# --------------------------------------------------------------------------- params
+
+
+class _Reader:
+    """Reads a byte string front to back, never past its end."""
+
+    def __init__(self, data: bytes, origin: str) -> None:
+        self.data, self.pos, self.origin = memoryview(data), 0, origin
+
+    def take(self, size: int, what: str) -> memoryview:
+        if size < 0 or size > len(self.data) - self.pos:
+            raise CheckpointError(
+                f"{self.origin}: {what} at byte {self.pos} needs {size} bytes, "
+                f"{len(self.data) - self.pos} are left; is the file truncated?"
+            )
+        self.pos += size
+        return self.data[self.pos - size : self.pos]
+
+    def unpack(self, fmt: str, what: str) -> int:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
+
+
+def _read_params(path: str, shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """The tensors of a `.pdiparams` file, named by the program's sorted parameter names."""
+    with open(path, "rb") as f:
+        reader = _Reader(f.read(), path)
+    tensors = {}
+    for name in sorted(shapes):
+        if reader.pos == len(reader.data):
+            raise CheckpointError(
+                f"{path}: holds {len(tensors)} tensors, the program has {len(shapes)}; "
+                "are the two files from the same export?"
+            )
+        tensors[name] = _read_tensor(reader, name, shapes[name])
+    if reader.pos != len(reader.data):
+        raise CheckpointError(
+            f"{path}: {len(reader.data) - reader.pos} bytes after the program's {len(shapes)} "
+            "tensors; are the two files from the same export?"
+        )
+    return tensors
+
+
+def _read_tensor(reader: _Reader, name: str, expected: list[int]) -> np.ndarray:
+    origin = f"{reader.origin}: tensor '{name}'"
+    if reader.unpack("<I", "a version") != 0 or reader.unpack("<Q", "a LoD level") != 0:
+        raise CheckpointError(f"{origin}: unknown version or a LoD; not a parameters file.")
+    if reader.unpack("<I", "a tensor version") != 0:
+        raise CheckpointError(f"{origin}: unknown tensor version; not a parameters file.")
+    size = reader.unpack("<i", "a descriptor size")
+    if not 0 < size <= _MAX_DESC_BYTES:
+        raise CheckpointError(f"{origin}: descriptor of {size} bytes; not a parameters file.")
+    dtype, dims = _tensor_desc(bytes(reader.take(size, "a descriptor")), origin)
+    if dims != list(expected):
+        raise CheckpointError(
+            f"{origin} has shape {dims}, the program says {expected}; are the two files "
+            "from the same export?"
+        )
+    data = reader.take(math.prod(dims) * dtype.itemsize, f"{dims} {dtype} data")
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)
+    if dtype == np.dtype("<u2"):  # bfloat16: the top half of a float32
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.astype(np.float32)
+
+
+def _varint(data: bytes, pos: int, origin: str) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 70, 7):
+        if pos >= len(data):
+            break
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+    raise CheckpointError(f"{origin}: malformed tensor descriptor (a bad varint).")
+
+
+def _tensor_desc(data: bytes, origin: str) -> tuple[np.dtype, list[int]]:
+    """`(dtype, dims)` of a `VarType.TensorDesc` protobuf: 2 fields, parsed by hand."""
+    dtype, dims, pos = None, [], 0
+    while pos < len(data):
+        key, pos = _varint(data, pos, origin)
+        if key == 0x08:  # data_type, varint
+            dtype, pos = _varint(data, pos, origin)
+        elif key == 0x10:  # dims, unpacked
+            dim, pos = _varint(data, pos, origin)
+            dims.append(dim)
+        elif key == 0x12:  # dims, packed
+            length, pos = _varint(data, pos, origin)
+            end = min(pos + length, len(data))
+            while pos < end:
+                dim, pos = _varint(data, pos, origin)
+                dims.append(dim)
+        else:
+            raise CheckpointError(f"{origin}: unexpected field {key} in its descriptor.")
+    if dtype not in _DTYPES:
+        raise CheckpointError(
+            f"{origin}: data type {dtype}, not FP32 (5), FP16 (4) or BF16 (22)."
+        )
+    if not _valid_dims(dims):
+        raise CheckpointError(f"{origin}: invalid dims {dims} in its descriptor.")
+    return _DTYPES[dtype], dims
+
+
+# --------------------------------------------------------------------------- names
+
+
+class _Named(np.ndarray):
+    """An array that remembers its generated name, for messages and `InferenceModel.names`."""
+
+    def __new__(cls, array: np.ndarray, name: str) -> _Named:
+        named = np.asarray(array).view(cls)
+        named.generated = name
+        return named
+
+
+def _layers(tensors: dict[str, np.ndarray], origin: str) -> dict[str, list[dict]]:
+    """Per kind, the generated layers in creation order: `[{suffix: array}, ...]`."""
+    layers: dict[str, dict[int, dict]] = {"conv2d": {}, "batch_norm2d": {}, "linear": {}}
+    for name, array in tensors.items():
+        match = _NAME.fullmatch(name)
+        if match is None:
+            raise CheckpointError(f"{origin}: parameter '{name}' is not one of PP-LCNet's.")
+        kind, number, suffix = match.groups()
+        layers[kind].setdefault(int(number), {})[suffix] = _Named(array, name)
+    return {kind: [found[n] for n in sorted(found)] for kind, found in layers.items()}
+
+
+def _module_order(convs: int) -> tuple[list[tuple[str, bool]], list[str]]:
+    """PaddleClas' conv modules `(name, has_bn)` and BN owners, in creation order."""
+    modules = [(STEM, True)]
+    for stage, blocks in BLOCKS.items():
+        for i, (*_, se) in enumerate(blocks):
+            modules.append((f"{stage}.{i}.dw_conv", True))
+            if se:
+                modules += [(f"{stage}.{i}.se.conv1", False), (f"{stage}.{i}.se.conv2", False)]
+            modules.append((f"{stage}.{i}.pw_conv", True))
+    if convs == len(modules) + 1:
+        modules.append(("last_conv", False))
+    return modules, [name for name, has_bn in modules if has_bn]
+
+
+def _paddleclas_names(
+    tensors: dict[str, np.ndarray], origin: str
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Maps generated names to PaddleClas' by creation order, checking each shape on the way."""
+    layers = _layers(tensors, origin)
+    modules, bn_owners = _module_order(len(layers["conv2d"]))
+    if len(layers["conv2d"]) != len(modules) or len(layers["batch_norm2d"]) != len(bn_owners):
+        raise CheckpointError(
+            f"{origin}: {len(layers['conv2d'])} convolutions and {len(layers['batch_norm2d'])} "
+            f"batch norms; PP-LCNet has {len(modules)} (+1) and {len(bn_owners)}."
+        )
+    state, bns, channels, squeezed = {}, iter(layers["batch_norm2d"]), 3, 0
+    for (module, has_bn), conv in zip(modules, layers["conv2d"], strict=True):
+        weight = conv.get("w_0")
+        depthwise, se = module.endswith("dw_conv"), ".se." in module
+        inputs = 1 if depthwise else squeezed if module.endswith("se.conv2") else channels
+        if (
+            weight is None
+            or weight.ndim != 4
+            or weight.shape[1] != inputs
+            or ((depthwise or module.endswith("se.conv2")) and weight.shape[0] != channels)
+            or set(conv) != ({"w_0", "b_0"} if se else {"w_0"})
+        ):
+            raise CheckpointError(
+                f"{origin}: the convolution for '{module}' has tensors "
+                f"{ {k: list(v.shape) for k, v in conv.items()} }, which do not fit PP-LCNet."
+            )
+        prefix = module if se or module == "last_conv" else f"{module}.conv"
+        state[f"{prefix}.weight"] = weight
+        if se:
+            state[f"{prefix}.bias"] = conv["b_0"]
+        if module.endswith("se.conv1"):  # the SE squeeze; its block's width is unchanged
+            squeezed = weight.shape[0]
+        else:
+            channels = weight.shape[0]
+        if has_bn:
+            _add_bn(state, next(bns), module, weight.shape[0], origin)
+    _add_fc(state, layers["linear"], channels, origin)
+    names = {key: value.generated for key, value in state.items()}
+    return {key: np.asarray(value) for key, value in state.items()}, names
+
+
+def _add_bn(state: dict, bn: dict, module: str, channels: int, origin: str) -> None:
+    if set(bn) != set(_BN_SUFFIXES) or any(v.shape != (channels,) for v in bn.values()):
+        raise CheckpointError(
+            f"{origin}: the batch norm of '{module}' does not have 4 tensors of {channels}."
+        )
+    for suffix, param in _BN_SUFFIXES.items():
+        state[f"{module}.bn.{param}"] = bn[suffix]
+
+
+def _add_fc(state: dict, linears: list[dict], channels: int, origin: str) -> None:
+    if not linears:
+        return
+    fc = linears[0]
+    if (
+        len(linears) != 1
+        or set(fc) != {"w_0", "b_0"}
+        or fc["w_0"].shape[:1] != (channels,)
+        or fc["b_0"].shape != fc["w_0"].shape[1:]
+    ):
+        raise CheckpointError(f"{origin}: the classifier does not fit {channels} features.")
+    state["fc.weight"], state["fc.bias"] = fc["w_0"], fc["b_0"]
