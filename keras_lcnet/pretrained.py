@@ -75,10 +75,10 @@ def checkpoint_config(
     return {**found, **overrides}
 
 
-def _transformers_config(folder: str, state: dict[str, np.ndarray], overrides: dict) -> dict:
+def _transformers_config(folder: str, config: dict, state: dict, overrides: dict) -> dict:
     """The `PPLCNet` arguments for a transformers checkpoint folder, `overrides` merged in."""
     config_path = os.path.join(folder, hf.CONFIG_FILE)
-    found = hf.architecture_from_config(hf.read_config(folder), config_path)
+    found = hf.architecture_from_config(config, config_path)
     found["include_top"] = "head.weight" in state  # a PPLCNetBackbone has no head
     if not found["include_top"]:
         found.pop("classes")
@@ -111,8 +111,9 @@ def _transformers_config(folder: str, state: dict[str, np.ndarray], overrides: d
 
 def _from_transformers(source: str | os.PathLike, **overrides) -> keras.Model:
     folder = hf.resolve_folder(source)
+    config = hf.read_config(folder)  # another model_type is refused before the weights are read
     state = hf.read_safetensors(os.path.join(folder, hf.WEIGHTS_FILE))
-    model = PPLCNet(weights=None, **_transformers_config(folder, state, overrides))
+    model = PPLCNet(weights=None, **_transformers_config(folder, config, state, overrides))
     load_transformers(model, folder, state)
     return model
 

@@ -194,6 +194,25 @@ def test_se_reduction_other_than_4_is_refused(textline, tmp_path):
         keras_lcnet.from_checkpoint(folder, include_preprocessing=False)
 
 
+@pytest.mark.parametrize(
+    "change", [{"block_configs": [[[3, 16, 32]]] * 5}, {"block_configs": "default"}]
+)
+def test_malformed_block_configs_are_one_line(textline, tmp_path, change):
+    folder = _copy(textline[0], tmp_path)
+    _edit_config(folder, **change)
+    with pytest.raises(CheckpointError, match=r"config\.json: .*block") as e:
+        keras_lcnet.from_checkpoint(folder, include_preprocessing=False)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_safetensors_is_one_line(textline, tmp_path):
+    folder = _copy(textline[0], tmp_path)
+    (folder / hf.WEIGHTS_FILE).unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors does not exist") as e:
+        keras_lcnet.from_checkpoint(folder, include_preprocessing=False)
+    assert "\n" not in str(e.value)
+
+
 def _model_and_weights():
     model = keras_lcnet.PPLCNet(weights=None, **_kwargs())
     return model, [w.copy() for w in model.get_weights()]

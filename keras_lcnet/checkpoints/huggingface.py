@@ -123,6 +123,8 @@ def _stride_list(config: dict, path: str) -> list:
         if not isinstance(blocks, list) or len(blocks) != len(BLOCKS[stage]):
             raise _unsupported(path, f"block_configs of {stage} is not {len(BLOCKS[stage])} blocks")
         for i, (block, ours) in enumerate(zip(blocks, BLOCKS[stage], strict=True)):
+            if not isinstance(block, list) or len(block) != len(ours):
+                raise _unsupported(path, f"block {stage}.{i} is {block!r}, not {list(ours)}")
             kernel, in_c, out_c, stride, use_se = block
             settable = i == 0 and stage != STAGES[0]
             if [kernel, in_c, out_c, use_se] != [ours[0], ours[1], ours[2], ours[4]] or (
@@ -208,6 +210,8 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         from safetensors.numpy import load_file
     except ImportError:
         raise CheckpointError(f"Reading {path} needs safetensors: {_INSTALL}.") from None
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} does not exist: a transformers folder holds its weights.")
     try:
         return load_file(path)
     except Exception as e:  # SafetensorError, OSError: one message whatever the damage
