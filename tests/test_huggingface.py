@@ -294,11 +294,12 @@ def test_hf_url_is_fetched_with_snapshot_download(textline, monkeypatch):
 
 
 def test_hf_url_offline_names_the_repo_and_the_folder(tmp_path, monkeypatch):
-    huggingface_hub = pytest.importorskip("huggingface_hub")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match=r"'owner/repo'.*hf download owner/repo") as e:
-        keras_lcnet.from_checkpoint("hf://owner/repo")
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    expected = r"'owner/repo' at revision 'v2'.*hf download owner/repo --revision v2"
+    with pytest.raises(WeightsUnavailableError, match=expected) as e:
+        keras_lcnet.from_checkpoint("hf://owner/repo@v2")
     assert "\n" not in str(e.value)
 
 

@@ -78,11 +78,13 @@ def resolve_folder(source: str | os.PathLike) -> str:
     try:
         return snapshot_download(repo, revision=revision or None, allow_patterns=list(_FILES))
     except Exception as e:  # network, auth, offline and missing-repo errors alike
+        reason = " ".join(str(e).split()) or type(e).__name__
+        command = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
         raise WeightsUnavailableError(
-            f"Could not fetch the Hugging Face repo '{repo}' ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). Offline, download its "
-            f"{', '.join(_FILES)} on another machine (`hf download {repo} --local-dir DIR`) "
-            "and pass that folder as `weights=` or to `from_checkpoint`."
+            f"Could not fetch the Hugging Face repo '{repo}'"
+            f"{f' at revision {revision!r}' if revision else ''} ({reason}). Offline, download "
+            f"its {', '.join(_FILES)} on another machine (`{command} --local-dir DIR`) and "
+            "pass that folder as `weights=` or to `from_checkpoint`."
         ) from None
 
 
@@ -222,8 +224,12 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _paddle_name(key: str) -> str:
-    """`encoder.blocks.3.layers.2.depthwise_convolution.normalization.running_mean` ->
-    `blocks5.2.dw_conv.bn._mean`: transformers' names in PaddleClas' terms."""
+    """A transformers tensor name in PaddleClas' terms.
+
+    `encoder.blocks.3.layers.2.depthwise_convolution.normalization.running_mean`
+    is `blocks5.2.dw_conv.bn._mean` (transformers counts stages from 0,
+    PaddleClas names them `blocks2`..`blocks6`).
+    """
     parts = key.removeprefix("encoder.").split(".")
     if parts[0] == "convolution":  # the stem
         parts = ["conv1", *parts[1:]]
@@ -233,9 +239,8 @@ def _paddle_name(key: str) -> str:
         at = parts.index("convolutions")
         parts[at : at + 2] = [_SE_CONVS.get(parts[at + 1], parts[at + 1])]
     parts = [_MODULES.get(p, p) for p in parts[:-1]] + [_PARAMS.get(parts[-1], parts[-1])]
-    return {"last_convolution": "last_conv", "head": "fc"}.get(parts[0], parts[0]) + "".join(
-        f".{p}" for p in parts[1:]
-    )
+    parts[0] = {"last_convolution": "last_conv", "head": "fc"}.get(parts[0], parts[0])
+    return ".".join(parts)
 
 
 def convert_transformers(
