@@ -80,6 +80,7 @@ def _transformers_config(folder: str, config: dict, state: dict, overrides: dict
     config_path = os.path.join(folder, hf.CONFIG_FILE)
     found = hf.architecture_from_config(config, config_path)
     found["include_top"] = "head.weight" in state  # a PPLCNetBackbone has no head
+    found["use_last_conv"] = True  # transformers' classifier always has it
     if not found["include_top"]:
         found.pop("classes")
     for name, value in found.items():

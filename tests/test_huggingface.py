@@ -150,7 +150,7 @@ def test_weights_folder_with_other_strides_is_refused(textline):
 @pytest.mark.parametrize(
     "override",
     [{"classes": 5}, {"scale": 0.5}, {"stride_list": [2] * 5}, {"dropout_rate": 0.2},
-     {"class_expand": 640}],
+     {"class_expand": 640}, {"use_last_conv": False}],
 )
 def test_override_contradicting_the_config_is_one_line(textline, override):
     (name,) = override
