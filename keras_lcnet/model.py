@@ -28,6 +28,7 @@ from keras_lcnet.architecture import (
     STEM_CHANNELS,
     make_divisible,
 )
+from keras_lcnet.checkpoints.huggingface import is_transformers_source
 from keras_lcnet.checkpoints.pdiparams import is_inference_model
 from keras_lcnet.layers import HardSwish, SqueezeExcite
 from keras_lcnet.presets import (
@@ -58,14 +59,14 @@ def _validate_weights_arg(weights) -> None:
     if weights is None or weights in PRETRAINED_TAGS or preset_named(weights):
         return
     if isinstance(weights, (str, os.PathLike)) and (
-        os.path.isfile(weights) or is_inference_model(weights)
+        os.path.isfile(weights) or is_inference_model(weights) or is_transformers_source(weights)
     ):
         return
     raise ValueError(
         "The `weights` argument should be either `None` (random initialization), "
         "'imagenet', 'imagenet_ssld', a preset name (`keras_lcnet.list_presets()`), "
-        "the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file, or a Paddle "
-        "inference model's folder. "
+        "the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file, a Paddle "
+        "inference model's folder, a transformers checkpoint folder or `hf://owner/repo`. "
         f"Received: weights={weights!r}"
         + (" (no such file or preset)" if isinstance(weights, (str, os.PathLike)) else "")
     )
@@ -428,8 +429,10 @@ def PPLCNet(
             weights, for 0.25, 0.5, 1.0 and 2.5), a preset name (the
             published task checkpoints, `keras_lcnet.list_presets()`; the
             model must have the preset's width, strides and head, which
-            `keras_lcnet.from_preset` sets), or the path to a PaddleClas
-            `.pdparams` checkpoint or a Keras `.weights.h5` file.
+            `keras_lcnet.from_preset` sets), the path to a PaddleClas
+            `.pdparams` checkpoint or a Keras `.weights.h5` file, or a
+            transformers PP-LCNet folder or `hf://owner/repo[@revision]`
+            (see `keras_lcnet.from_checkpoint`).
         input_tensor: Optional Keras tensor (output of `keras.Input()`) to use
             as image input for the model.
         input_shape: Optional shape tuple, `(None, None, 3)` by default. Any

@@ -14,12 +14,13 @@ import numpy as np
 
 from keras_lcnet import presets
 from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
+from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.model import PPLCNet, check_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
-from keras_lcnet.weights import load_inference_model, load_pdparams
+from keras_lcnet.weights import load_inference_model, load_pdparams, load_transformers
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
@@ -75,37 +76,94 @@ def checkpoint_config(
     return {**found, **overrides}
 
 
+def _transformers_config(folder: str, config: dict, state: dict, overrides: dict) -> dict:
+    """The `PPLCNet` arguments for a transformers checkpoint folder, `overrides` merged in."""
+    config_path = os.path.join(folder, hf.CONFIG_FILE)
+    found = hf.architecture_from_config(config, config_path)
+    found["include_top"] = "head.weight" in state  # a PPLCNetBackbone has no head
+    found["use_last_conv"] = True  # transformers' classifier always has it
+    if not found["include_top"]:
+        found.pop("classes")
+    for name, value in found.items():
+        given = overrides.get(name)
+        if given is None or (name == "include_top" and not given):
+            continue  # not given, "as the checkpoint says", or dropping the head
+        same = resolve_strides(given) == resolve_strides(value) if name == "stride_list" else (
+            given == value
+        )
+        if not same:
+            raise ValueError(
+                f"{name}={given!r} contradicts {config_path} ({name}={value!r}): leave {name} out."
+            )
+    if not found["include_top"] or overrides.get("include_top") is False:
+        found = {k: v for k, v in found.items() if k not in _HEAD_ARGUMENTS}
+        overrides = {k: v for k, v in overrides.items() if k not in _HEAD_ARGUMENTS}
+    contract = hf.read_input_contract(folder)
+    preprocessing = overrides.get("include_preprocessing", True)
+    if contract and contract.channel_order == "BGR" and preprocessing:
+        raise NotImplementedError(
+            f"{folder}'s image processor feeds the network BGR pixels (normalized with mean "
+            f"{list(contract.mean)}, std {list(contract.std)} in BGR order), which the in-graph "
+            "preprocessing (RGB) does not do: pass include_preprocessing=False and feed the "
+            "processor's pixel_values, channels last."
+        )
+    # None for a determined argument means "as the checkpoint says".
+    return {**found, **{k: v for k, v in overrides.items() if v is not None or k not in found}}
+
+
+def _from_transformers(source: str | os.PathLike, **overrides) -> keras.Model:
+    folder = hf.resolve_folder(source)
+    config = hf.read_config(folder)  # another model_type is refused before the weights are read
+    state = hf.read_safetensors(os.path.join(folder, hf.WEIGHTS_FILE))
+    model = PPLCNet(weights=None, **_transformers_config(folder, config, state, overrides))
+    load_transformers(model, folder, state)
+    return model
+
+
 def from_checkpoint(
     path: str | os.PathLike, state: dict[str, np.ndarray] | None = None, **overrides
 ) -> keras.Model:
-    """Builds the PP-LCNet a PaddleClas checkpoint or inference model describes, with its weights.
+    """Builds the PP-LCNet a checkpoint describes, with its weights.
+
+    A PaddleClas `.pdparams` file or a Paddle inference model gives width,
+    classes and head by its tensor shapes (an inference model's program also
+    gives `dropout_rate`); a transformers PP-LCNet folder (`save_pretrained`'s
+    `config.json` + `model.safetensors`) or `hf://owner/repo[@revision]`
+    gives everything, strides and dropout included, by its `config.json`.
 
     Example:
 
     ```python
     model = keras_lcnet.from_checkpoint("textline_ori.pdparams",
                                         stride_list=[2, [2, 1], [2, 1], [2, 1], [2, 1]])
+    model = keras_lcnet.from_checkpoint("hf://PaddlePaddle/PP-LCNet_x1_0_doc_ori_safetensors",
+                                        include_preprocessing=False)
     ```
 
     Args:
-        path: A PaddleClas `.pdparams` file (read once), or a Paddle
-            inference model: its folder (`inference.json` and
-            `inference.pdiparams`), prefix, or `.pdiparams` file with the
-            program beside it. An inference model's program also gives
-            `dropout_rate`.
-        state: The `.pdparams` file's tensors, when the caller has already
-            read them with `read_pdparams`.
-        **overrides: `PPLCNet` arguments the file cannot say (`stride_list`,
-            `dropout_rate`, `input_shape`, `classifier_activation`, `name`,
-            ...), or that must agree with it (`scale`, `classes`).
+        path: A PaddleClas `.pdparams` file (read once); a Paddle inference
+            model: its folder (`inference.json` and `inference.pdiparams`),
+            prefix, or `.pdiparams` file with the program beside it; a
+            transformers checkpoint folder; or `hf://owner/repo[@revision]`.
+        state: The `.pdparams` tensors, when the caller has already read them
+            with `read_pdparams`.
+        **overrides: `PPLCNet` arguments the file cannot say (`stride_list`
+            and `dropout_rate` of a `.pdparams`, `input_shape`,
+            `classifier_activation`, `name`, ...), or that must agree with it
+            (`scale`, `classes`, ...); `include_top=False` drops the head.
 
     Returns:
         A `keras.Model` holding the checkpoint's weights.
 
     Raises:
         ValueError: An override contradicts the checkpoint.
+        NotImplementedError: `include_preprocessing=True` (the default) for a
+            transformers checkpoint whose image processor feeds BGR pixels.
         CheckpointError: The file is not a readable PP-LCNet checkpoint.
+        WeightsUnavailableError: An `hf://` repo could not be fetched.
     """
+    if state is None and hf.is_transformers_source(path):
+        return _from_transformers(path, **overrides)
     path = os.fspath(path)
     if state is None and is_inference_model(path):
         inference = read_inference_model(path)

@@ -12,12 +12,14 @@ import keras
 import numpy as np
 
 from keras_lcnet import presets
+from keras_lcnet.architecture import STAGES
 from keras_lcnet.cache import (
     CACHE_SUBDIR,
     cache_dir,
     cached_checkpoint_path,
     converted_cache_path,
 )
+from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
 from keras_lcnet.checkpoints.pdiparams import (
@@ -230,6 +232,55 @@ def load_inference_model(
     assign_arrays(model, arrays, inference.origin, sources)
 
 
+def _model_strides(model: keras.Model) -> list[tuple[int, int]] | None:
+    """The `stride_list` a model was built with, read off its stem and first blocks."""
+    names = ["conv1"] + [f"{stage}_0_dw_conv" for stage in STAGES[1:]]
+    try:
+        return [tuple(model.get_layer(name).strides) for name in names]
+    except ValueError:  # not a model built by PPLCNet
+        return None
+
+
+def load_transformers(
+    model: keras.Model, source: str | os.PathLike, state: dict[str, np.ndarray] | None = None
+) -> None:
+    """Loads a transformers PP-LCNet checkpoint (a folder or `hf://owner/repo[@rev]`).
+
+    The strides in `config.json` leave no trace in the tensors, so they are
+    checked against the model's; the classifier's `1 - hidden_dropout_prob`
+    factor is folded in.
+
+    Args:
+        model: The model.
+        source: A `save_pretrained` folder or an `hf://` repo.
+        state: The folder's `model.safetensors` tensors, when already read.
+
+    Raises:
+        ValueError: The model's strides are not the checkpoint's.
+        CheckpointError: The folder is not a readable PP-LCNet checkpoint or
+            does not fit the model.
+        WeightsUnavailableError: An `hf://` repo could not be fetched.
+    """
+    folder = hf.resolve_folder(source)
+    config_path = os.path.join(folder, hf.CONFIG_FILE)
+    found = hf.architecture_from_config(hf.read_config(folder), config_path)
+    strides, built = _stride_pairs(found["stride_list"]), _model_strides(model)
+    if built is not None and built != strides:
+        raise ValueError(
+            f"{config_path} has stride_list={found['stride_list']}, the model {built}: build it "
+            "with that stride_list, or with keras_lcnet.from_checkpoint."
+        )
+    path = os.path.join(folder, hf.WEIGHTS_FILE)
+    state = hf.read_safetensors(path) if state is None else state
+    arrays, sources = hf.convert_transformers(state, found["dropout_rate"], path)
+    assign_arrays(model, arrays, path, sources)
+
+
+def _stride_pairs(stride_list) -> list[tuple[int, int]]:
+    """Five `(h, w)` stride pairs of a `stride_list` of ints and pairs."""
+    return [(s, s) if isinstance(s, int) else tuple(s) for s in stride_list]
+
+
 def load_weights(
     model: keras.Model, weights: str | os.PathLike, scale: float | None = None
 ) -> None:
@@ -239,24 +290,28 @@ def load_weights(
     `.pdparams` checkpoint, a Paddle inference model (a folder, prefix or
     `.pdiparams` file with its `inference.json` beside it), a Keras
     `.weights.h5` file, a Keras `.keras` model (its weights; the architecture
-    comes from `model`) or a legacy Keras `.h5` file. Loading is all or
-    nothing: every variable of the model must be in the file with its exact
-    shape, or nothing is assigned.
+    comes from `model`), a legacy Keras `.h5` file or a transformers
+    `model.safetensors`. A folder with a `config.json`, or
+    `hf://owner/repo[@revision]`, is a transformers PP-LCNet checkpoint.
+    Loading is all or nothing: every variable of the model must be in the
+    file with its exact shape, or nothing is assigned.
 
     Args:
         model: The model.
         weights: `"imagenet"`, `"imagenet_ssld"`, a preset name (see
-            `keras_lcnet.list_presets()`), or the path to a file.
+            `keras_lcnet.list_presets()`), the path to a file or a
+            transformers checkpoint folder, or `hf://owner/repo[@revision]`.
         scale: The model's width multiplier; needed for the ImageNet tags,
             checked against a preset's.
 
     Raises:
         ValueError: `scale` is missing for an ImageNet tag or is not the
-            preset's.
+            preset's, or the model's strides are not a transformers
+            checkpoint's.
         CheckpointError: The file cannot be read or does not fit the model;
             the message names the first tensor at fault and both shapes.
-        WeightsUnavailableError: A published checkpoint could not be
-            downloaded.
+        WeightsUnavailableError: A published checkpoint or an `hf://` repo
+            could not be fetched.
     """
     if weights in PRETRAINED_TAGS:
         if scale is None:
@@ -272,6 +327,9 @@ def load_weights(
             )
         _load_pretrained(model, preset)
         return
+    if hf.is_transformers_source(weights):
+        load_transformers(model, weights)
+        return
     path = os.fspath(weights)
     if is_inference_model(path):
         load_inference_model(model, path)
@@ -281,5 +339,10 @@ def load_weights(
     if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):
         with read_keras_weights(model, path, archive=head != HDF5_SIGNATURE) as (arrays, sources):
             assign_arrays(model, arrays, path, sources)
+    elif hf.is_safetensors(path):  # a bare model.safetensors: no config, strides unchecked
+        arrays, sources = hf.convert_transformers(
+            hf.read_safetensors(path), _dropout_rate(model), path
+        )
+        assign_arrays(model, arrays, path, sources)
     else:
         load_pdparams(model, path)
