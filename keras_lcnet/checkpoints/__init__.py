@@ -3,6 +3,10 @@
 - `pdparams`: PaddleClas `.pdparams` pickles, read by a NumPy-only unpickler.
 - `keras_files`: Keras `.weights.h5`, `.keras` and legacy `.h5` files, matched
   to a model's variables by Keras' own rules, whatever the file's name.
+- `pdiparams`: Paddle inference models (`inference.json` + `.pdiparams`),
+  read with NumPy alone, tensors named by creation order.
+- `huggingface`: transformers' PP-LCNet (`config.json` + `model.safetensors`,
+  a folder or `hf://owner/repo`), read with safetensors' NumPy API.
 - `mapping`: upstream names -> Keras variable paths and layouts, the
   dropout fold, all-or-nothing assignment with shape checks, and the
   architecture a checkpoint implies.
