@@ -16,7 +16,7 @@ import struct
 import numpy as np
 
 from keras_lcnet.architecture import BLOCKS, SE_REDUCTION, STAGES, STEM_CHANNELS
-from keras_lcnet.checkpoints.mapping import Sources, keras_path
+from keras_lcnet.checkpoints.mapping import Sources, convert_tensors, keras_path
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
 from keras_lcnet.presets import InputContract
 
@@ -267,27 +267,20 @@ def convert_transformers(
     Raises:
         CheckpointError: A tensor that is not part of PP-LCNet.
     """
-    arrays, sources = {}, {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        try:
-            path, layout = keras_path(_paddle_name(key))
-        except CheckpointError:
-            raise CheckpointError(
-                f"{origin} holds tensor '{key}', which is not a PP-LCNet parameter."
-            ) from None
-        layout = _LINEAR if key == "head.weight" else layout
-        value = np.asarray(value, dtype=np.float32)
-        if layout is not None:
-            if value.ndim != len(layout):
-                raise CheckpointError(
-                    f"{origin}: tensor '{key}' has shape {list(value.shape)}, expected "
-                    f"{len(layout)} dimensions."
-                )
-            value = value.transpose(layout)
-        arrays[path] = np.ascontiguousarray(value)
-        sources[path] = (key, layout)
-    if "fc/kernel" in arrays and "last_conv/kernel" in arrays:
-        arrays["fc/kernel"] = arrays["fc/kernel"] * np.float32(1.0 - dropout_rate)
-    return arrays, sources
+    return convert_tensors(
+        (_keras_tensor(key, value, origin) for key, value in state.items()
+         if not key.endswith("num_batches_tracked")),
+        dropout_rate,
+        origin,
+    )
+
+
+def _keras_tensor(key: str, value: np.ndarray, origin: str):
+    """`(name, Keras path, permutation, array)` of one transformers tensor."""
+    try:
+        path, layout = keras_path(_paddle_name(key))
+    except CheckpointError:
+        raise CheckpointError(
+            f"{origin} holds tensor '{key}', which is not a PP-LCNet parameter."
+        ) from None
+    return key, path, _LINEAR if key == "head.weight" else layout, value

@@ -8,7 +8,7 @@ names the first tensor that does not fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import keras
@@ -110,15 +110,40 @@ def convert_pdparams(
         `(arrays, sources)`: float32 arrays by Keras variable path, and for
         each path the Paddle name and layout it came from.
     """
+    tensors = ((key, *keras_path(key), value) for key, value in strip_student_prefix(state).items())
+    return convert_tensors(tensors, dropout_rate)
+
+
+def convert_tensors(
+    tensors: Iterable[tuple[str, str, tuple[int, ...] | None, np.ndarray]],
+    dropout_rate: float,
+    origin: str = "the checkpoint",
+) -> tuple[dict[str, np.ndarray], Sources]:
+    """Puts named upstream tensors into Keras layouts and folds the dropout factor.
+
+    Paddle's `downscale_in_infer` dropout (and transformers' port of it)
+    multiplies the head by `1 - dropout_rate` at inference, while Keras'
+    dropout is the identity there: the factor is folded into the classifier
+    kernel (the bias is unchanged), for heads with a `last_conv` only.
+
+    Args:
+        tensors: `(upstream name, Keras variable path, permutation or None,
+            array)` for each tensor.
+        dropout_rate: The checkpoint's dropout probability.
+        origin: How to name the checkpoint in error messages.
+
+    Returns:
+        `(arrays, sources)`: float32 arrays by Keras variable path, and for
+        each path the upstream name and layout it came from.
+    """
     arrays, sources = {}, {}
-    for key, value in strip_student_prefix(state).items():
-        path, layout = keras_path(key)
+    for key, path, layout, value in tensors:
         value = np.asarray(value, dtype=np.float32)
         if layout is not None:
             if value.ndim != len(layout):
                 raise CheckpointError(
-                    f"tensor '{key}' has shape {list(value.shape)}, expected a "
-                    f"{len(layout)}-D convolution kernel."
+                    f"{origin}: tensor '{key}' has shape {list(value.shape)}, expected "
+                    f"{len(layout)} dimensions."
                 )
             value = value.transpose(layout)
         arrays[path] = np.ascontiguousarray(value)
