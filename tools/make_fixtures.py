@@ -286,18 +286,26 @@ def config_json(case: Case) -> str:
     )
 
 
-def run_case(case: Case) -> None:
-    """Build, randomise, calibrate and run one model; write .pdparams and .npz."""
-    paddle.set_device("cpu")
-    paddle.seed(case.seed)  # conv/linear weights keep PaddleClas' own (Kaiming) init
-    rng = np.random.RandomState(case.seed)
+def calibrated_model(case: Case):
+    """The case's ppcls model with informative weights, and its seeded input pixels.
 
+    Conv/linear weights keep PaddleClas' own (Kaiming) init from `case.seed`;
+    parameters that init leaves trivial are randomised and BN statistics
+    calibrated in train mode, so that outputs depend on the input.
+    """
+    paddle.set_device("cpu")
+    paddle.seed(case.seed)
+    rng = np.random.RandomState(case.seed)
     model = build_model(case)
     randomise_trivial_params(model, rng)
     _, height, width = case.inputs[0]
     calibrate_batchnorm(model, synthetic_images(rng, CALIBRATION_BATCH, height, width))
+    return model, [synthetic_images(rng, *shape) for shape in case.inputs]
 
-    pixels = [synthetic_images(rng, *shape) for shape in case.inputs]
+
+def run_case(case: Case) -> None:
+    """Build, randomise, calibrate and run one model; write .pdparams and .npz."""
+    model, pixels = calibrated_model(case)
     logits = [predict(model, p) for p in pixels]
     check_logits(case, logits)
 

@@ -33,16 +33,12 @@ import paddle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import (  # a sibling script: its recipe, not a copy
-    CALIBRATION_BATCH,
     FIXTURES_DIR,
     Case,
-    build_model,
-    calibrate_batchnorm,
+    calibrated_model,
     check_logits,
     normalise_nchw,
     predict,
-    randomise_trivial_params,
-    synthetic_images,
 )
 
 MAX_BYTES = 2_000_000  # these fixtures together
@@ -77,14 +73,7 @@ def paddle_inference(prefix: Path, x: np.ndarray) -> np.ndarray:
 
 def run_case(case: Case) -> None:
     """Build, randomise, calibrate, save as an inference model, run Paddle Inference."""
-    paddle.set_device("cpu")
-    paddle.seed(case.seed)
-    rng = np.random.RandomState(case.seed)
-    model = build_model(case)
-    randomise_trivial_params(model, rng)
-    _, height, width = case.inputs[0]
-    calibrate_batchnorm(model, synthetic_images(rng, CALIBRATION_BATCH, height, width))
-    pixels = [synthetic_images(rng, *shape) for shape in case.inputs]
+    model, pixels = calibrated_model(case)
 
     out_dir = FIXTURES_DIR / case.name
     out_dir.mkdir(parents=True, exist_ok=True)
