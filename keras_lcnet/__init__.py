@@ -28,6 +28,7 @@ _EXPORTS = {
     "PPLCNet_x1_5": "keras_lcnet.model",
     "PPLCNet_x2_0": "keras_lcnet.model",
     "PPLCNet_x2_5": "keras_lcnet.model",
+    "ReverseChannels": "keras_lcnet.layers",
     "SqueezeExcite": "keras_lcnet.layers",
     "decode_outputs": "keras_lcnet.decode",
     "decode_predictions": "keras_lcnet.decode",
@@ -51,6 +52,7 @@ __all__ = [
     "PPLCNet_x1_5",
     "PPLCNet_x2_0",
     "PPLCNet_x2_5",
+    "ReverseChannels",
     "SqueezeExcite",
     "decode_outputs",
     "decode_predictions",
@@ -66,7 +68,7 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports
     from keras_lcnet.decode import decode_outputs, decode_predictions
     from keras_lcnet.features import feature_extractor, freeze_backbone
-    from keras_lcnet.layers import HardSwish, SqueezeExcite
+    from keras_lcnet.layers import HardSwish, ReverseChannels, SqueezeExcite
     from keras_lcnet.model import (
         PPLCNet,
         PPLCNet_x0_5,

@@ -1,4 +1,4 @@
-"""Custom layers of PP-LCNet: hard-swish and squeeze-and-excitation."""
+"""Custom layers of PP-LCNet: hard-swish, squeeze-and-excitation, channel reversal."""
 
 from __future__ import annotations
 
@@ -115,4 +115,56 @@ class SqueezeExcite(layers.Layer):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update({"reduction": self.reduction, "data_format": self.data_format})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_lcnet")
+class ReverseChannels(layers.Layer):
+    """Reverses the order of the channels: RGB images in, BGR out.
+
+    Some checkpoints' pipelines feed their network BGR pixels (transformers'
+    `PPLCNetImageProcessor` flips RGB to BGR after normalizing); with this
+    layer in front, such a model still takes RGB. The channels are sliced
+    and concatenated rather than reversed with one op, because LiteRT's
+    XNNPACK delegate runs slices and concatenation but not `REVERSE_V2`.
+
+    Args:
+        data_format: `"channels_last"` or `"channels_first"`. Defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: Standard `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, data_format: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.data_format = data_format or keras.config.image_data_format()
+        if self.data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                f"`data_format` must be 'channels_last' or 'channels_first', got {data_format!r}."
+            )
+
+    @property
+    def _axis(self) -> int:
+        return -1 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape) -> None:
+        if input_shape[self._axis] is None:
+            raise ValueError(
+                f"ReverseChannels needs a known channel dimension, got input shape {input_shape}."
+            )
+        self.built = True
+
+    def call(self, inputs):
+        channels = inputs.shape[self._axis]
+        if self.data_format == "channels_last":
+            parts = [inputs[..., c : c + 1] for c in reversed(range(channels))]
+        else:
+            parts = [inputs[:, c : c + 1] for c in reversed(range(channels))]
+        return ops.concatenate(parts, axis=self._axis)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"data_format": self.data_format})
         return config

@@ -30,12 +30,11 @@ from keras_lcnet.architecture import (
 )
 from keras_lcnet.checkpoints.huggingface import is_transformers_source
 from keras_lcnet.checkpoints.pdiparams import is_inference_model
-from keras_lcnet.layers import HardSwish, SqueezeExcite
+from keras_lcnet.layers import HardSwish, ReverseChannels, SqueezeExcite
 from keras_lcnet.presets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PRETRAINED_TAGS,
     VARIANTS,
+    InputContract,
     Preset,
     find_preset,
     preset_named,
@@ -181,27 +180,42 @@ def _resolve_input_shape(
     return input_shape, channels
 
 
-def check_input_contract(preset: Preset, include_preprocessing: bool) -> None:
-    """Refuses a preset whose input the in-graph normalization cannot produce.
+def resolve_input_contract(
+    contract: InputContract | None, expected: InputContract | None, source: str
+) -> InputContract:
+    """The input contract the in-graph preprocessing follows.
 
-    `include_preprocessing=True` normalizes RGB pixels with the ImageNet
-    statistics, which is every PaddleClas and PaddleX pipeline's contract.
+    Args:
+        contract: The caller's `input_contract`, or `None`.
+        expected: The contract of the checkpoint being loaded, if known: the
+            default, and a given one must agree with it.
+        source: How to name the checkpoint in error messages.
+
+    Returns:
+        `contract`, `expected`, or `InputContract()` (RGB, ImageNet statistics).
 
     Raises:
-        NotImplementedError: The preset wants BGR or other statistics.
+        ValueError: `contract` is not an `InputContract`, or feeds the
+            network other pixels than the checkpoint was trained on.
     """
-    contract = preset.input
-    standard = (contract.channel_order, tuple(contract.mean), tuple(contract.std)) == (
-        "RGB", IMAGENET_MEAN, IMAGENET_STD
-    )
-    if include_preprocessing and not standard:
-        raise NotImplementedError(
-            f"Preset '{preset.name}' feeds its network {contract.channel_order} pixels "
-            f"normalized with mean {contract.mean} and std {contract.std}, which the "
-            "in-graph preprocessing (RGB, ImageNet statistics) does not do yet: build it "
-            "with include_preprocessing=False and feed `(x / 255 - mean) / std` in that "
-            "channel order."
+    if contract is not None and not isinstance(contract, InputContract):
+        raise ValueError(
+            "`input_contract` must be a keras_lcnet.presets.InputContract, "
+            f"got {type(contract).__name__}."
         )
+    if contract is None:
+        return expected or InputContract()
+    if expected is not None and _pixels(contract) != _pixels(expected):
+        raise ValueError(
+            f"input_contract={_pixels(contract)} contradicts {source}, whose network sees "
+            f"{_pixels(expected)} (channel order, mean, std): leave input_contract out."
+        )
+    return contract
+
+
+def _pixels(contract: InputContract) -> tuple:
+    """What reaches the network: channel order and statistics (sizes are the loader's)."""
+    return contract.channel_order, tuple(contract.mean), tuple(contract.std)
 
 
 def _architecture(preset: Preset) -> dict:
@@ -218,10 +232,9 @@ def _validate_pretrained(
     scale: float,
     input_shape: tuple,
     channels: int,
-    include_preprocessing: bool,
     architecture: dict,
-) -> None:
-    """What published weights fix: width, 3 channels, strides and head, the input contract."""
+) -> Preset:
+    """What published weights fix: width, 3 channels, strides and head."""
     # find_preset raises for ImageNet widths without a published checkpoint.
     tag = weights in PRETRAINED_TAGS
     preset = find_preset(scale, weights) if tag else preset_named(weights)
@@ -242,7 +255,7 @@ def _validate_pretrained(
             f"`weights='{weights}'` needs {wanted}; pass a `.pdparams` path for "
             "other PaddleClas variants."
         )
-    check_input_contract(preset, include_preprocessing)
+    return preset
 
 
 # Graph building.
@@ -307,25 +320,35 @@ def stage_output_layer(stage: str) -> str:
     return f"{stage}_{len(BLOCKS[stage]) - 1}_pw_conv_act"
 
 
+def _preprocess(x: keras.KerasTensor, contract: InputContract) -> keras.KerasTensor:
+    """`[0, 255]` RGB pixels -> the network input `contract` describes."""
+    if contract.channel_order == "BGR":
+        x = ReverseChannels(name="reverse_channels")(x)
+    return layers.Normalization(
+        axis=_channel_axis(),
+        mean=[255.0 * m for m in contract.mean],
+        variance=[(255.0 * s) ** 2 for s in contract.std],
+        name="normalization",
+    )(x)
+
+
 def _build_features(
     x: keras.KerasTensor,
     scale: float,
     strides: list[tuple[int, int]],
-    include_preprocessing: bool,
+    contract: InputContract | None,
 ) -> dict[str, keras.KerasTensor]:
-    """[Normalization] -> stem -> blocks2..blocks6: the backbone.
+    """[Preprocessing] -> stem -> blocks2..blocks6: the backbone.
+
+    `contract` says how the in-graph preprocessing turns `[0, 255]` RGB
+    pixels into the network's input; `None` builds none.
 
     Returns:
         `{stage: tensor}` for `"conv1"` and `"blocks2"` ... `"blocks6"`, in
         order; each tensor is the output of the layer `stage_output_layer(stage)`.
     """
-    if include_preprocessing:
-        x = layers.Normalization(
-            axis=_channel_axis(),
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
-            name="normalization",
-        )(x)
+    if contract is not None:
+        x = _preprocess(x, contract)
     x = _conv_bn_act(x, make_divisible(STEM_CHANNELS * scale), 3, strides[0], STEM)
     features = {STEM: x}
     # `strides` holds the stem's, then the first block's of blocks3..blocks6.
@@ -397,6 +420,7 @@ def PPLCNet(
     stride_list=DEFAULT_STRIDES,
     use_last_conv: bool = True,
     class_expand: int = CLASS_EXPAND,
+    input_contract: InputContract | None = None,
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the PP-LCNet architecture.
@@ -459,6 +483,13 @@ def PPLCNet(
             channels (and the dropout). PaddleClas' `use_last_conv`.
         class_expand: Channels of the head's 1x1 conv. PaddleClas'
             `class_expand`.
+        input_contract: What `include_preprocessing=True` turns the `[0, 255]`
+            RGB input into: a `keras_lcnet.presets.InputContract` whose
+            `channel_order` (`"BGR"` reverses the channels in the graph),
+            `mean` and `std` (in that order) are used; its sizes are
+            `load_image`'s business. Defaults to the preset's contract for a
+            preset name, else RGB with the ImageNet statistics. Checkpoint
+            loaders (`keras_lcnet.from_checkpoint`) set it from the file.
         name: Model name. Defaults to `"PPLCNet_x1_0"` and so on.
 
     Returns:
@@ -467,8 +498,6 @@ def PPLCNet(
     Raises:
         ValueError: An invalid argument, or one that the pretrained weights
             do not fit (width, input channels, `classes`, head options).
-        NotImplementedError: A preset's input contract (BGR, other
-            statistics) that `include_preprocessing=True` cannot produce.
         WeightsUnavailableError: Published weights could not be downloaded.
         CheckpointError: A weights file cannot be read or does not fit the
             model.
@@ -478,16 +507,20 @@ def PPLCNet(
     _validate_hyperparameters(scale, dropout_rate, class_expand)
     strides = resolve_strides(stride_list)
     input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
+    preset = None
     if weights in PRETRAINED_TAGS or preset_named(weights):
         architecture = {
             "stride_list": strides, "use_last_conv": use_last_conv, "class_expand": class_expand
         }
-        _validate_pretrained(
-            weights, scale, input_shape, channels, include_preprocessing, architecture
-        )
+        preset = _validate_pretrained(weights, scale, input_shape, channels, architecture)
+    contract = resolve_input_contract(
+        input_contract, preset.input if preset else None, f"weights='{weights}'"
+    )
 
     img_input = _image_input(input_tensor, input_shape)
-    features = _build_features(img_input, scale, strides, include_preprocessing)
+    features = _build_features(
+        img_input, scale, strides, contract if include_preprocessing else None
+    )
     x = _build_head(
         features[STAGES[-1]],
         include_top,
@@ -521,6 +554,7 @@ def _named_constructor(variant: str):
         stride_list=DEFAULT_STRIDES,
         use_last_conv: bool = True,
         class_expand: int = CLASS_EXPAND,
+        input_contract: InputContract | None = None,
         name: str | None = None,
     ) -> keras.Model:
         return PPLCNet(
@@ -537,6 +571,7 @@ def _named_constructor(variant: str):
             stride_list=stride_list,
             use_last_conv=use_last_conv,
             class_expand=class_expand,
+            input_contract=input_contract,
             name=name,
         )
 
@@ -569,6 +604,8 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNet {variant} (width multiplier {scale})
             `blocks3`..`blocks6`; 2-D entries such as `[2, 1]` allowed).
         use_last_conv: Whether the head has the 1x1 conv to `class_expand`.
         class_expand: Channels of the head's 1x1 conv.
+        input_contract: The channel order and statistics the in-graph
+            preprocessing produces (a `keras_lcnet.presets.InputContract`).
         name: Model name.
 
     Returns:

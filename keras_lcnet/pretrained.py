@@ -18,7 +18,7 @@ from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
-from keras_lcnet.model import PPLCNet, check_input_contract, resolve_strides
+from keras_lcnet.model import PPLCNet, resolve_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
 from keras_lcnet.weights import load_inference_model, load_pdparams, load_transformers
 
@@ -99,13 +99,9 @@ def _transformers_config(folder: str, config: dict, state: dict, overrides: dict
         found = {k: v for k, v in found.items() if k not in _HEAD_ARGUMENTS}
         overrides = {k: v for k, v in overrides.items() if k not in _HEAD_ARGUMENTS}
     contract = hf.read_input_contract(folder)
-    preprocessing = overrides.get("include_preprocessing", True)
-    if contract and contract.channel_order == "BGR" and preprocessing:
-        raise NotImplementedError(
-            f"{folder}'s image processor feeds the network BGR pixels (normalized with mean "
-            f"{list(contract.mean)}, std {list(contract.std)} in BGR order), which the in-graph "
-            "preprocessing (RGB) does not do: pass include_preprocessing=False and feed the "
-            "processor's pixel_values, channels last."
+    if contract is not None:  # the processor's pixels, BGR included, made in the graph
+        overrides["input_contract"] = resolve_input_contract(
+            overrides.get("input_contract"), contract, os.path.join(folder, hf.PREPROCESSOR_FILE)
         )
     # None for a determined argument means "as the checkpoint says".
     return {**found, **{k: v for k, v in overrides.items() if v is not None or k not in found}}
@@ -129,15 +125,16 @@ def from_checkpoint(
     classes and head by its tensor shapes (an inference model's program also
     gives `dropout_rate`); a transformers PP-LCNet folder (`save_pretrained`'s
     `config.json` + `model.safetensors`) or `hf://owner/repo[@revision]`
-    gives everything, strides and dropout included, by its `config.json`.
+    gives everything, strides and dropout included, by its `config.json`,
+    and the input contract (BGR pixels for transformers' image processor,
+    reproduced in the graph) by its `preprocessor_config.json`.
 
     Example:
 
     ```python
     model = keras_lcnet.from_checkpoint("textline_ori.pdparams",
                                         stride_list=[2, [2, 1], [2, 1], [2, 1], [2, 1]])
-    model = keras_lcnet.from_checkpoint("hf://PaddlePaddle/PP-LCNet_x1_0_doc_ori_safetensors",
-                                        include_preprocessing=False)
+    model = keras_lcnet.from_checkpoint("hf://PaddlePaddle/PP-LCNet_x1_0_doc_ori_safetensors")
     ```
 
     Args:
@@ -157,8 +154,6 @@ def from_checkpoint(
 
     Raises:
         ValueError: An override contradicts the checkpoint.
-        NotImplementedError: `include_preprocessing=True` (the default) for a
-            transformers checkpoint whose image processor feeds BGR pixels.
         CheckpointError: The file is not a readable PP-LCNet checkpoint.
         WeightsUnavailableError: An `hf://` repo could not be fetched.
     """
@@ -256,8 +251,6 @@ def from_preset(preset: str | Preset, **overrides) -> keras.Model:
 
     Raises:
         ValueError: Unknown preset, or an override the checkpoint contradicts.
-        NotImplementedError: The preset's input contract (BGR pixels, other
-            statistics) and `include_preprocessing=True`.
         WeightsUnavailableError: The weights could not be downloaded.
         CheckpointError: The downloaded file is not the preset's checkpoint.
     """
@@ -271,5 +264,4 @@ def from_preset(preset: str | Preset, **overrides) -> keras.Model:
                 f"{name}={overrides[name]!r} contradicts the checkpoint of preset "
                 f"'{preset.name}' ({name}={config[name]!r}): leave {name} out."
             )
-    check_input_contract(preset, overrides.get("include_preprocessing", True))
-    return PPLCNet(**{**config, **overrides})
+    return PPLCNet(**{**config, "input_contract": preset.input, **overrides})

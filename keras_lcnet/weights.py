@@ -32,6 +32,7 @@ from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
 from keras_lcnet.presets import (
     PADDLECLAS_DROPOUT,
     PRETRAINED_TAGS,
+    InputContract,
     Preset,
     find_preset,
     preset_named,
@@ -270,10 +271,30 @@ def load_transformers(
             f"{config_path} has stride_list={found['stride_list']}, the model {built}: build it "
             "with that stride_list, or with keras_lcnet.from_checkpoint."
         )
+    contract = hf.read_input_contract(folder)
+    if contract is not None:
+        _check_preprocessing(model, contract, os.path.join(folder, hf.PREPROCESSOR_FILE))
     path = os.path.join(folder, hf.WEIGHTS_FILE)
     state = hf.read_safetensors(path) if state is None else state
     arrays, sources = hf.convert_transformers(state, found["dropout_rate"], path)
     assign_arrays(model, arrays, path, sources)
+
+
+def _check_preprocessing(model: keras.Model, contract: InputContract, origin: str) -> None:
+    """Refuses a model whose in-graph preprocessing feeds other pixels than `contract`."""
+    names = {layer.name: layer for layer in model.layers}
+    if "normalization" not in names:
+        return  # include_preprocessing=False: the caller feeds the network input
+    mean = np.ravel(names["normalization"].get_config()["mean"])
+    flips = "reverse_channels" in names
+    if flips != (contract.channel_order == "BGR") or not np.allclose(
+        mean, [255.0 * m for m in contract.mean]
+    ):
+        raise ValueError(
+            f"{origin} feeds the network {contract.channel_order} pixels normalized with mean "
+            f"{list(contract.mean)}, which the model's preprocessing does not: build it with "
+            "keras_lcnet.from_checkpoint, input_contract=..., or include_preprocessing=False."
+        )
 
 
 def _stride_pairs(stride_list) -> list[tuple[int, int]]:

@@ -36,6 +36,7 @@ CASES = {
     "t_orientation": "pplcnet_x0_25_no_last_conv",
     "t_textline": "pplcnet_x0_25_textline",
     "t_student": "pplcnet_x0_25_no_last_conv",
+    "t_bgr": "pplcnet_x0_25_no_last_conv",
 }
 
 
@@ -232,14 +233,37 @@ def test_load_weights_refuses_another_width(task_presets):
         weights.load_weights(model, "t_orientation", scale=0.5)
 
 
-def test_bgr_presets_need_include_preprocessing_false(keras_home, task_presets):
-    with pytest.raises(NotImplementedError, match="'t_bgr' feeds its network BGR") as info:
-        keras_lcnet.from_preset("t_bgr")
+def test_bgr_presets_build_their_contract_into_the_graph(keras_home, task_presets, tmp_path):
+    _mirror(tmp_path, presets.get_preset("t_bgr"))
+    bgr = keras_lcnet.from_preset("t_bgr", classifier_activation=None)
+    by_name = keras_lcnet.PPLCNet_x0_25(
+        weights="t_bgr", classes=4, use_last_conv=False, classifier_activation=None
+    )
+    assert [layer.name for layer in bgr.layers][1:3] == ["reverse_channels", "normalization"]
+    # The same weights and statistics built for RGB see the channels the other way round.
+    contract = presets.get_preset("t_bgr").input
+    rgb = keras_lcnet.PPLCNet_x0_25(
+        weights=None, classes=4, use_last_conv=False, classifier_activation=None,
+        input_contract=InputContract(mean=contract.mean, std=contract.std),
+    )
+    rgb.set_weights(bgr.get_weights())
+    shape = (1, *bgr.input_shape[1:])  # the preset's input size
+    pixels = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
+    expected = rgb.predict(pixels[..., ::-1].copy(), verbose=0)
+    for model in (bgr, by_name):
+        np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    plain = keras_lcnet.from_preset("t_bgr", weights=None, include_preprocessing=False)
+    assert "reverse_channels" not in [layer.name for layer in plain.layers]
+
+
+def test_input_contract_contradicting_the_preset_is_one_line(keras_home, task_presets):
+    with pytest.raises(ValueError, match="contradicts weights='t_bgr'") as info:
+        keras_lcnet.PPLCNet_x0_25(
+            weights="t_bgr", classes=4, use_last_conv=False, input_contract=InputContract()
+        )
     assert "\n" not in str(info.value)
-    with pytest.raises(NotImplementedError, match="include_preprocessing=False"):
-        keras_lcnet.PPLCNet_x0_25(weights="t_bgr", classes=4, use_last_conv=False)
-    model = keras_lcnet.from_preset("t_bgr", weights=None, include_preprocessing=False)
-    assert model.output_shape == (None, 4)
+    with pytest.raises(ValueError, match=r"must be a keras_lcnet\.presets\.InputContract"):
+        keras_lcnet.PPLCNet_x0_25(weights=None, input_contract={"channel_order": "BGR"})
 
 
 def test_list_presets(task_presets):

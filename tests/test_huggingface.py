@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import relative_error, run_python
+from helpers import FIXTURES, relative_error, run_python
+from PIL import Image
 
 import keras_lcnet
 from keras_lcnet.checkpoints import huggingface as hf
@@ -248,7 +249,7 @@ def test_missing_tensor_is_one_line_and_loads_nothing(textline, tmp_path):
     assert _unchanged(model, before)
 
 
-def test_bgr_processor_needs_include_preprocessing_false(textline, tmp_path):
+def _with_processor(textline, tmp_path):
     folder = _copy(textline[0], tmp_path)
     # What transformers' PPLCNetImageProcessor saves (its defaults).
     processor = {
@@ -257,13 +258,67 @@ def test_bgr_processor_needs_include_preprocessing_false(textline, tmp_path):
         "image_mean": [0.406, 0.456, 0.485], "image_std": [0.225, 0.224, 0.229],
     }
     (folder / hf.PREPROCESSOR_FILE).write_text(json.dumps(processor))
+    return folder
+
+
+def test_bgr_processor_contract_is_built_into_the_graph(textline, tmp_path):
+    folder = _with_processor(textline, tmp_path)
     contract = hf.read_input_contract(str(folder))
     assert contract.channel_order == "BGR"
     assert contract.mean == (0.485, 0.456, 0.406) and contract.std == (0.229, 0.224, 0.225)
-    with pytest.raises(NotImplementedError, match="include_preprocessing=False") as e:
-        keras_lcnet.from_checkpoint(folder)
+    model = keras_lcnet.from_checkpoint(folder, classifier_activation=None)
+    names = [layer.name for layer in model.layers]
+    assert names[1:3] == ["reverse_channels", "normalization"]
+    # Without the processor file the same weights see RGB: the flip changes the outputs.
+    plain = keras_lcnet.from_checkpoint(textline[0], classifier_activation=None)
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, 48, 193, 3)).astype("float32")
+    flipped = pixels[..., ::-1].copy()
+    np.testing.assert_allclose(model.predict(pixels, verbose=0),
+                               plain.predict(flipped, verbose=0), rtol=1e-5, atol=1e-5)
+    assert relative_error(model.predict(pixels, verbose=0), plain.predict(pixels, verbose=0)) > 1e-2
+
+
+def test_model_with_other_preprocessing_is_refused_by_weights(textline, tmp_path):
+    folder = _with_processor(textline, tmp_path)
+    rgb = keras_lcnet.PPLCNet(weights=None, **_kwargs(include_preprocessing=True))
+    with pytest.raises(ValueError, match="BGR pixels") as e:
+        load_weights(rgb, folder)
     assert "\n" not in str(e.value)
-    keras_lcnet.from_checkpoint(folder, include_preprocessing=False)
+    contract = hf.read_input_contract(str(folder))
+    bgr = keras_lcnet.PPLCNet(weights=None, input_contract=contract,
+                              **_kwargs(include_preprocessing=True))
+    load_weights(bgr, folder)
+    load_weights(keras_lcnet.PPLCNet(weights=None, **_kwargs()), folder)  # no preprocessing
+
+
+def test_contradicting_input_contract_is_one_line(textline, tmp_path):
+    folder = _with_processor(textline, tmp_path)
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json") as e:
+        keras_lcnet.from_checkpoint(folder, input_contract=keras_lcnet.presets.InputContract())
+    assert "\n" not in str(e.value)
+
+
+def _processor_image(tmp_path):
+    """The image of tools/make_processor_fixture.py, as a PNG file."""
+    box = np.load(FIXTURES / "hf_processor" / "expected.npz")["image_box"]
+    image = tmp_path / "image.png"
+    Image.open(FIXTURES / "channel_order.png").convert("RGB").crop(tuple(box)).save(image)
+    return image
+
+
+def test_processor_path_matches_transformers(tmp_path):
+    """An image through PPLCNetImageProcessor + torch (tools/make_processor_fixture.py)
+    against load_image + the Keras model with its in-graph preprocessing."""
+    folder = FIXTURES / "hf_processor"
+    expected = np.load(folder / "expected.npz")
+    image = _processor_image(tmp_path)
+    contract = hf.read_input_contract(str(folder))
+    pixels = keras_lcnet.load_image(
+        image, size=contract.size[0], resize_short=contract.resize_short
+    )
+    model = keras_lcnet.from_checkpoint(folder, classifier_activation=None)
+    error = relative_error(model.predict(pixels, verbose=0), expected["logits"])
+    assert error <= TOLERANCE, f"{error:.2e}"
 
 
 def test_folder_needs_neither_huggingface_hub_nor_transformers(textline, monkeypatch):
@@ -305,11 +360,15 @@ def test_hf_url_offline_names_the_repo_and_the_folder(tmp_path, monkeypatch):
 
 BACKEND_SCRIPT = """
 import numpy as np, keras_lcnet
-from helpers import relative_error
-folder, pixels, expected = {args}
+from helpers import FIXTURES, relative_error
+folder, pixels, expected, image = {args}
 model = keras_lcnet.from_checkpoint(folder, include_preprocessing=False,
                                     classifier_activation=None)
 print("RESULT", relative_error(model.predict(np.load(pixels), verbose=0), np.load(expected)))
+processor = FIXTURES / "hf_processor"  # in-graph BGR preprocessing vs the processor's
+model = keras_lcnet.from_checkpoint(processor, classifier_activation=None)
+logits = model.predict(keras_lcnet.load_image(image), verbose=0)
+print("RESULT", relative_error(logits, np.load(processor / "expected.npz")["logits"]))
 """
 
 
@@ -320,9 +379,10 @@ def test_other_backends_match_transformers(textline, tmp_path, backend):
     folder, _, expected = textline
     np.save(tmp_path / "pixels.npy", _pixels(48, 193))
     np.save(tmp_path / "expected.npy", expected)
-    paths = (folder, tmp_path / "pixels.npy", tmp_path / "expected.npy")
+    image = _processor_image(tmp_path)
+    paths = (folder, tmp_path / "pixels.npy", tmp_path / "expected.npy", image)
     args = ", ".join(repr(str(p)) for p in paths)
     proc = run_python(BACKEND_SCRIPT.format(args=args), backend=backend, PYTHONPATH="tests")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    assert float(line.split()[1]) <= TOLERANCE
+    results = [float(x.split()[1]) for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+    assert len(results) == 2 and max(results) <= TOLERANCE, results

@@ -231,6 +231,10 @@ def test_layers_serialize_with_full_config():
         atol=1e-6,
     )
     assert keras.saving.get_registered_name(keras_lcnet.HardSwish) == "keras_lcnet>HardSwish"
+    flip = keras_lcnet.ReverseChannels.from_config(keras_lcnet.ReverseChannels().get_config())
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(flip(x)), x[..., ::-1])
+    first = keras_lcnet.ReverseChannels(data_format="channels_first")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(first(x)), x[:, ::-1])
 
 
 @pytest.mark.slow
