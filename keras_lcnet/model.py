@@ -210,6 +210,7 @@ def _architecture(preset: Preset) -> dict:
         "stride_list": resolve_strides(preset.architecture.get("stride_list", DEFAULT_STRIDES)),
         "use_last_conv": preset.architecture.get("use_last_conv", True),
         "class_expand": preset.architecture.get("class_expand", CLASS_EXPAND),
+        "head_bias": False,  # PaddleClas' last_conv has no bias
     }
 
 
@@ -356,12 +357,13 @@ def _build_head(
     dropout_rate: float,
     use_last_conv: bool,
     class_expand: int,
+    head_bias: bool,
 ) -> keras.KerasTensor:
     """PaddleClas' head (pool -> [1x1 conv -> hard-swish -> dropout] -> fc), or `pooling`."""
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
         if use_last_conv:
-            x = layers.Conv2D(class_expand, 1, use_bias=False, name="last_conv")(x)
+            x = layers.Conv2D(class_expand, 1, use_bias=head_bias, name="last_conv")(x)
             x = HardSwish(name="act")(x)
             x = layers.Dropout(dropout_rate, name="dropout")(x)
         x = layers.Flatten(name="flatten")(x)
@@ -397,6 +399,7 @@ def PPLCNet(
     stride_list=DEFAULT_STRIDES,
     use_last_conv: bool = True,
     class_expand: int = CLASS_EXPAND,
+    head_bias: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the PP-LCNet architecture.
@@ -459,6 +462,8 @@ def PPLCNet(
             channels (and the dropout). PaddleClas' `use_last_conv`.
         class_expand: Channels of the head's 1x1 conv. PaddleClas'
             `class_expand`.
+        head_bias: Whether the head's 1x1 conv has a bias: `False` as in
+            PaddleClas, `True` as in timm's `lcnet_*` (its `conv_head`).
         name: Model name. Defaults to `"PPLCNet_x1_0"` and so on.
 
     Returns:
@@ -480,7 +485,8 @@ def PPLCNet(
     input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
     if weights in PRETRAINED_TAGS or preset_named(weights):
         architecture = {
-            "stride_list": strides, "use_last_conv": use_last_conv, "class_expand": class_expand
+            "stride_list": strides, "use_last_conv": use_last_conv,
+            "class_expand": class_expand, "head_bias": head_bias,
         }
         _validate_pretrained(
             weights, scale, input_shape, channels, include_preprocessing, architecture
@@ -497,6 +503,7 @@ def PPLCNet(
         dropout_rate,
         use_last_conv,
         class_expand,
+        head_bias,
     )
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     model = keras.Model(inputs, x, name=name or f"PPLCNet_{variant_name(scale)}")
@@ -521,6 +528,7 @@ def _named_constructor(variant: str):
         stride_list=DEFAULT_STRIDES,
         use_last_conv: bool = True,
         class_expand: int = CLASS_EXPAND,
+        head_bias: bool = False,
         name: str | None = None,
     ) -> keras.Model:
         return PPLCNet(
@@ -537,6 +545,7 @@ def _named_constructor(variant: str):
             stride_list=stride_list,
             use_last_conv=use_last_conv,
             class_expand=class_expand,
+            head_bias=head_bias,
             name=name,
         )
 
@@ -569,6 +578,7 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNet {variant} (width multiplier {scale})
             `blocks3`..`blocks6`; 2-D entries such as `[2, 1]` allowed).
         use_last_conv: Whether the head has the 1x1 conv to `class_expand`.
         class_expand: Channels of the head's 1x1 conv.
+        head_bias: Whether the head's 1x1 conv has a bias (timm's `lcnet_*`).
         name: Model name.
 
     Returns:
