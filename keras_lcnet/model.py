@@ -66,7 +66,8 @@ def _validate_weights_arg(weights) -> None:
         "The `weights` argument should be either `None` (random initialization), "
         "'imagenet', 'imagenet_ssld', a preset name (`keras_lcnet.list_presets()`), "
         "the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file, a Paddle "
-        "inference model's folder, a transformers checkpoint folder or `hf://owner/repo`. "
+        "inference model's folder, a transformers or timm checkpoint folder, a timm "
+        "`.safetensors` file or `hf://owner/repo`. "
         f"Received: weights={weights!r}"
         + (" (no such file or preset)" if isinstance(weights, (str, os.PathLike)) else "")
     )
@@ -433,9 +434,10 @@ def PPLCNet(
             published task checkpoints, `keras_lcnet.list_presets()`; the
             model must have the preset's width, strides and head, which
             `keras_lcnet.from_preset` sets), the path to a PaddleClas
-            `.pdparams` checkpoint or a Keras `.weights.h5` file, or a
-            transformers PP-LCNet folder or `hf://owner/repo[@revision]`
-            (see `keras_lcnet.from_checkpoint`).
+            `.pdparams` checkpoint or a Keras `.weights.h5` file, a
+            transformers PP-LCNet folder, a timm `lcnet_*` folder or
+            `.safetensors` file (with `head_bias=True`), or
+            `hf://owner/repo[@revision]` (see `keras_lcnet.from_checkpoint`).
         input_tensor: Optional Keras tensor (output of `keras.Input()`) to use
             as image input for the model.
         input_shape: Optional shape tuple, `(None, None, 3)` by default. Any

@@ -122,8 +122,13 @@ def _from_transformers(source: str | os.PathLike, **overrides) -> keras.Model:
     return model
 
 
-def _timm_config(source: str, state: dict, overrides: dict) -> dict:
-    """The `PPLCNet` arguments for a timm LCNet checkpoint, `overrides` merged in."""
+def _timm_config(source: str, config: dict | None, state: dict, overrides: dict) -> dict:
+    """The `PPLCNet` arguments for a timm LCNet checkpoint, `overrides` merged in.
+
+    Width, classes and head come from the tensors; `config` (timm's
+    `config.json`, `None` for a bare file) must agree on the classes, and its
+    normalization must be the in-graph one unless `include_preprocessing=False`.
+    """
     path = timm.weights_file(source)
     paddle = timm.paddle_state(state, path)
     head_bias = "last_conv.bias" in paddle
@@ -132,20 +137,18 @@ def _timm_config(source: str, state: dict, overrides: dict) -> dict:
             f"head_bias={overrides['head_bias']!r} contradicts {path} (head_bias={head_bias}): "
             "leave head_bias out."
         )
-    overrides["head_bias"] = head_bias
-    if not os.path.isdir(source):
-        return checkpoint_config(paddle, path, **overrides)
+    found = checkpoint_config(paddle, path, **{**overrides, "head_bias": head_bias})
+    if config is None:
+        return found
     config_path = os.path.join(source, hf.CONFIG_FILE)
-    config = timm.read_config(source)
     contract = timm.input_contract(config, config_path)
     standard = (contract.mean, contract.std) == (IMAGENET_MEAN, IMAGENET_STD)
-    if overrides.get("include_preprocessing", True) and not standard:
+    if found.get("include_preprocessing", True) and not standard:
         raise NotImplementedError(
             f"{config_path} normalizes with mean {list(contract.mean)}, std {list(contract.std)}, "
             "not the ImageNet statistics of the in-graph preprocessing: pass "
             "include_preprocessing=False and feed `(x / 255 - mean) / std`."
         )
-    found = checkpoint_config(paddle, path, **overrides)
     if found.get("include_top") and config.get("num_classes", found["classes"]) != found["classes"]:
         raise CheckpointError(
             f"{config_path} has num_classes={config['num_classes']}, but {path} holds a "
@@ -155,10 +158,10 @@ def _timm_config(source: str, state: dict, overrides: dict) -> dict:
 
 
 def _from_timm(source: str, **overrides) -> keras.Model:
-    if os.path.isdir(source):
-        timm.read_config(source)  # another architecture is refused before the weights are read
+    # Another architecture in config.json is refused before the weights are read.
+    config = timm.read_config(source) if os.path.isdir(source) else None
     state = timm.read_state(timm.weights_file(source))
-    model = PPLCNet(weights=None, **_timm_config(source, state, overrides))
+    model = PPLCNet(weights=None, **_timm_config(source, config, state, overrides))
     load_timm(model, source, state)
     return model
 

@@ -199,6 +199,14 @@ def test_truncated_file_is_one_line_and_loads_nothing(folder_050, tmp_path):
         keras_lcnet.from_checkpoint(folder)
 
 
+def test_folder_without_safetensors_names_the_file(folder_050, tmp_path):
+    folder = _copy(folder_050, tmp_path)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors does not exist.*pickle") as e:
+        keras_lcnet.from_checkpoint(folder)
+    assert "\n" not in str(e.value)
+
+
 def test_missing_tensor_is_named(folder_050, tmp_path):
     folder = _copy(folder_050, tmp_path)
     path = folder / "model.safetensors"

@@ -189,7 +189,10 @@ def read_state(path: str) -> dict[str, np.ndarray]:
         CheckpointError: The file is missing, truncated or not safetensors.
     """
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path} does not exist: a timm folder holds its weights there.")
+        raise CheckpointError(
+            f"{path} does not exist: keras_lcnet reads timm's model.safetensors (never "
+            "pytorch_model.bin, a pickle)."
+        )
     # Keras depends on ml_dtypes; importing it teaches NumPy the bfloat16 dtype.
     with contextlib.suppress(ImportError):
         import ml_dtypes  # noqa: F401
