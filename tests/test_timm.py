@@ -327,3 +327,13 @@ def test_paddleclas_weights_refuse_head_bias(keras_home):
     with pytest.raises(ValueError, match="head_bias=False") as e:
         keras_lcnet.PPLCNet(weights="imagenet", head_bias=True)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("scale", "parameters"),
+    # timm's own counts (`sum(p.numel() for p in timm.create_model(name).parameters())`).
+    [(0.5, 1_880_856), (0.75, 2_358_288), (1.0, 2_953_800)],
+)
+def test_head_bias_gives_timms_parameter_count(scale, parameters):
+    model = keras_lcnet.PPLCNet(scale=scale, weights=None, head_bias=True)
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == parameters
