@@ -258,6 +258,19 @@ def test_include_top_false_gives_the_backbone(folder_050):
     assert model.get_layer("blocks6_1_pw_conv_act").output is model.output
 
 
+def test_checkpoint_without_classifier_gives_the_backbone(tmp_path):
+    """What timm saves with `num_classes=0`: `conv_head` kept, no `classifier`."""
+    config, arrays = _case("lcnet_050")
+    state = _timm_state(config, arrays)
+    del state["classifier.weight"], state["classifier.bias"]
+    path = tmp_path / "backbone.safetensors"
+    safetensors_numpy.save_file(state, path)
+    model = keras_lcnet.from_checkpoint(path)
+    assert model.get_layer("blocks6_1_pw_conv_act").output is model.output
+    kernel = keras.ops.convert_to_numpy(model.get_layer("blocks6_1_pw_conv").kernel)
+    np.testing.assert_array_equal(kernel, state["blocks.5.1.conv_pw.weight"].transpose(2, 3, 1, 0))
+
+
 def test_head_bias_survives_get_config_and_keras_files(folder_050, tmp_path):
     model = keras_lcnet.from_checkpoint(folder_050, classifier_activation=None)
     clone = keras.Model.from_config(model.get_config())
