@@ -65,7 +65,8 @@ def _validate_weights_arg(weights) -> None:
         "The `weights` argument should be either `None` (random initialization), "
         "'imagenet', 'imagenet_ssld', a preset name (`keras_lcnet.list_presets()`), "
         "the path to a PaddleClas `.pdparams` or Keras `.weights.h5` file, a Paddle "
-        "inference model's folder, a transformers checkpoint folder or `hf://owner/repo`. "
+        "inference model's folder, a transformers or timm checkpoint folder, a timm "
+        "`.safetensors` file or `hf://owner/repo`. "
         f"Received: weights={weights!r}"
         + (" (no such file or preset)" if isinstance(weights, (str, os.PathLike)) else "")
     )
@@ -224,6 +225,7 @@ def _architecture(preset: Preset) -> dict:
         "stride_list": resolve_strides(preset.architecture.get("stride_list", DEFAULT_STRIDES)),
         "use_last_conv": preset.architecture.get("use_last_conv", True),
         "class_expand": preset.architecture.get("class_expand", CLASS_EXPAND),
+        "head_bias": False,  # PaddleClas' last_conv has no bias
     }
 
 
@@ -379,12 +381,13 @@ def _build_head(
     dropout_rate: float,
     use_last_conv: bool,
     class_expand: int,
+    head_bias: bool,
 ) -> keras.KerasTensor:
     """PaddleClas' head (pool -> [1x1 conv -> hard-swish -> dropout] -> fc), or `pooling`."""
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
         if use_last_conv:
-            x = layers.Conv2D(class_expand, 1, use_bias=False, name="last_conv")(x)
+            x = layers.Conv2D(class_expand, 1, use_bias=head_bias, name="last_conv")(x)
             x = HardSwish(name="act")(x)
             x = layers.Dropout(dropout_rate, name="dropout")(x)
         x = layers.Flatten(name="flatten")(x)
@@ -421,6 +424,7 @@ def PPLCNet(
     use_last_conv: bool = True,
     class_expand: int = CLASS_EXPAND,
     input_contract: InputContract | None = None,
+    head_bias: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the PP-LCNet architecture.
@@ -454,9 +458,10 @@ def PPLCNet(
             published task checkpoints, `keras_lcnet.list_presets()`; the
             model must have the preset's width, strides and head, which
             `keras_lcnet.from_preset` sets), the path to a PaddleClas
-            `.pdparams` checkpoint or a Keras `.weights.h5` file, or a
-            transformers PP-LCNet folder or `hf://owner/repo[@revision]`
-            (see `keras_lcnet.from_checkpoint`).
+            `.pdparams` checkpoint or a Keras `.weights.h5` file, a
+            transformers PP-LCNet folder, a timm `lcnet_*` folder or
+            `.safetensors` file (with `head_bias=True`), or
+            `hf://owner/repo[@revision]` (see `keras_lcnet.from_checkpoint`).
         input_tensor: Optional Keras tensor (output of `keras.Input()`) to use
             as image input for the model.
         input_shape: Optional shape tuple, `(None, None, 3)` by default. Any
@@ -490,6 +495,8 @@ def PPLCNet(
             `load_image`'s business. Defaults to the preset's contract for a
             preset name, else RGB with the ImageNet statistics. Checkpoint
             loaders (`keras_lcnet.from_checkpoint`) set it from the file.
+        head_bias: Whether the head's 1x1 conv has a bias: `False` as in
+            PaddleClas, `True` as in timm's `lcnet_*` (its `conv_head`).
         name: Model name. Defaults to `"PPLCNet_x1_0"` and so on.
 
     Returns:
@@ -510,7 +517,8 @@ def PPLCNet(
     preset = None
     if weights in PRETRAINED_TAGS or preset_named(weights):
         architecture = {
-            "stride_list": strides, "use_last_conv": use_last_conv, "class_expand": class_expand
+            "stride_list": strides, "use_last_conv": use_last_conv,
+            "class_expand": class_expand, "head_bias": head_bias,
         }
         preset = _validate_pretrained(weights, scale, input_shape, channels, architecture)
     contract = resolve_input_contract(
@@ -530,6 +538,7 @@ def PPLCNet(
         dropout_rate,
         use_last_conv,
         class_expand,
+        head_bias,
     )
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     model = keras.Model(inputs, x, name=name or f"PPLCNet_{variant_name(scale)}")
@@ -555,6 +564,7 @@ def _named_constructor(variant: str):
         use_last_conv: bool = True,
         class_expand: int = CLASS_EXPAND,
         input_contract: InputContract | None = None,
+        head_bias: bool = False,
         name: str | None = None,
     ) -> keras.Model:
         return PPLCNet(
@@ -572,6 +582,7 @@ def _named_constructor(variant: str):
             use_last_conv=use_last_conv,
             class_expand=class_expand,
             input_contract=input_contract,
+            head_bias=head_bias,
             name=name,
         )
 
@@ -606,6 +617,7 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNet {variant} (width multiplier {scale})
         class_expand: Channels of the head's 1x1 conv.
         input_contract: The channel order and statistics the in-graph
             preprocessing produces (a `keras_lcnet.presets.InputContract`).
+        head_bias: Whether the head's 1x1 conv has a bias (timm's `lcnet_*`).
         name: Model name.
 
     Returns:

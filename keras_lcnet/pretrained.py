@@ -15,12 +15,14 @@ import numpy as np
 from keras_lcnet import presets
 from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints import huggingface as hf
+from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
+from keras_lcnet.errors import CheckpointError
 from keras_lcnet.model import PPLCNet, resolve_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
-from keras_lcnet.weights import load_inference_model, load_pdparams, load_transformers
+from keras_lcnet.weights import load_inference_model, load_pdparams, load_timm, load_transformers
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
@@ -116,6 +118,46 @@ def _from_transformers(source: str | os.PathLike, **overrides) -> keras.Model:
     return model
 
 
+def _timm_config(source: str, config: dict | None, state: dict, overrides: dict) -> dict:
+    """The `PPLCNet` arguments for a timm LCNet checkpoint, `overrides` merged in.
+
+    Width, classes and head come from the tensors; `config` (timm's
+    `config.json`, `None` for a bare file) must agree on the classes and
+    gives the in-graph normalization.
+    """
+    path = timm.weights_file(source)
+    paddle = timm.paddle_state(state, path)
+    head_bias = "last_conv.bias" in paddle
+    if overrides.get("head_bias") not in (None, head_bias):
+        raise ValueError(
+            f"head_bias={overrides['head_bias']!r} contradicts {path} (head_bias={head_bias}): "
+            "leave head_bias out."
+        )
+    found = checkpoint_config(paddle, path, **{**overrides, "head_bias": head_bias})
+    if config is None:
+        return found
+    config_path = os.path.join(source, hf.CONFIG_FILE)
+    # timm's normalization, whatever its statistics, is made in the graph.
+    found["input_contract"] = resolve_input_contract(
+        overrides.get("input_contract"), timm.input_contract(config, config_path), config_path
+    )
+    if found.get("include_top") and config.get("num_classes", found["classes"]) != found["classes"]:
+        raise CheckpointError(
+            f"{config_path} has num_classes={config['num_classes']}, but {path} holds a "
+            f"classifier for {found['classes']}: the folder mixes two checkpoints."
+        )
+    return found
+
+
+def _from_timm(source: str, **overrides) -> keras.Model:
+    # Another architecture in config.json is refused before the weights are read.
+    config = timm.read_config(source) if os.path.isdir(source) else None
+    state = timm.read_state(timm.weights_file(source))
+    model = PPLCNet(weights=None, **_timm_config(source, config, state, overrides))
+    load_timm(model, source, state)
+    return model
+
+
 def from_checkpoint(
     path: str | os.PathLike, state: dict[str, np.ndarray] | None = None, **overrides
 ) -> keras.Model:
@@ -128,6 +170,10 @@ def from_checkpoint(
     gives everything, strides and dropout included, by its `config.json`,
     and the input contract (BGR pixels for transformers' image processor,
     reproduced in the graph) by its `preprocessor_config.json`.
+    A timm LCNet checkpoint (`lcnet_*`: a folder with timm's `config.json`
+    and `model.safetensors`, such a file alone, or `hf://timm/lcnet_050.ra2_in1k`)
+    gives width, classes and head (with its bias) by its tensors; its
+    preprocessing is `keras_lcnet.checkpoints.timm.read_input_contract`'s.
 
     Example:
 
@@ -135,13 +181,15 @@ def from_checkpoint(
     model = keras_lcnet.from_checkpoint("textline_ori.pdparams",
                                         stride_list=[2, [2, 1], [2, 1], [2, 1], [2, 1]])
     model = keras_lcnet.from_checkpoint("hf://PaddlePaddle/PP-LCNet_x1_0_doc_ori_safetensors")
+    model = keras_lcnet.from_checkpoint("hf://timm/lcnet_050.ra2_in1k")
     ```
 
     Args:
         path: A PaddleClas `.pdparams` file (read once); a Paddle inference
             model: its folder (`inference.json` and `inference.pdiparams`),
             prefix, or `.pdiparams` file with the program beside it; a
-            transformers checkpoint folder; or `hf://owner/repo[@revision]`.
+            transformers or timm checkpoint folder; timm's `.safetensors`
+            file; or `hf://owner/repo[@revision]`.
         state: The `.pdparams` tensors, when the caller has already read them
             with `read_pdparams`.
         **overrides: `PPLCNet` arguments the file cannot say (`stride_list`
@@ -157,9 +205,11 @@ def from_checkpoint(
         CheckpointError: The file is not a readable PP-LCNet checkpoint.
         WeightsUnavailableError: An `hf://` repo could not be fetched.
     """
+    path = hf.resolve_folder(path)  # an hf:// repo is fetched once; its files tell its form
+    if state is None and timm.is_timm_source(path):
+        return _from_timm(path, **overrides)
     if state is None and hf.is_transformers_source(path):
         return _from_transformers(path, **overrides)
-    path = os.fspath(path)
     if state is None and is_inference_model(path):
         inference = read_inference_model(path)
         if inference.dropout_rate:

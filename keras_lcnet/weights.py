@@ -20,6 +20,7 @@ from keras_lcnet.cache import (
     converted_cache_path,
 )
 from keras_lcnet.checkpoints import huggingface as hf
+from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
 from keras_lcnet.checkpoints.pdiparams import (
@@ -295,6 +296,34 @@ def _check_preprocessing(model: keras.Model, contract: InputContract, origin: st
             f"{list(contract.mean)}, which the model's preprocessing does not: build it with "
             "keras_lcnet.from_checkpoint, input_contract=..., or include_preprocessing=False."
         )
+def load_timm(
+    model: keras.Model, source: str | os.PathLike, state: dict[str, np.ndarray] | None = None
+) -> None:
+    """Loads a timm LCNet checkpoint: a folder with timm's `config.json` or a `.safetensors` file.
+
+    timm's head conv has a bias: build the model with `head_bias=True` (or
+    use `keras_lcnet.from_checkpoint`, which reads everything off the file).
+
+    Args:
+        model: The model.
+        source: A timm folder (`config.json` + `model.safetensors`) or its
+            `model.safetensors`.
+        state: The file's tensors, when already read.
+
+    Raises:
+        CheckpointError: The folder's `config.json` describes another timm
+            model, the file is not a readable timm LCNet checkpoint, or it
+            does not fit the model.
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        # Another architecture is refused before the weights are read.
+        config, config_path = timm.read_config(source), os.path.join(source, hf.CONFIG_FILE)
+        _check_preprocessing(model, timm.input_contract(config, config_path), config_path)
+    path = timm.weights_file(source)
+    state = timm.read_state(path) if state is None else state
+    arrays, sources = timm.convert_timm(state, path)
+    assign_arrays(model, arrays, path, sources)
 
 
 def _stride_pairs(stride_list) -> list[tuple[int, int]]:
@@ -313,7 +342,10 @@ def load_weights(
     `.weights.h5` file, a Keras `.keras` model (its weights; the architecture
     comes from `model`), a legacy Keras `.h5` file or a transformers
     `model.safetensors`. A folder with a `config.json`, or
-    `hf://owner/repo[@revision]`, is a transformers PP-LCNet checkpoint.
+    `hf://owner/repo[@revision]`, is a transformers PP-LCNet checkpoint, or
+    timm's when its `config.json` is timm's (`architecture: lcnet_*`); a
+    `.safetensors` file with timm's tensor names (`conv_stem.weight`, ...)
+    is timm's too (see `load_timm`).
     Loading is all or nothing: every variable of the model must be in the
     file with its exact shape, or nothing is assigned.
 
@@ -321,7 +353,8 @@ def load_weights(
         model: The model.
         weights: `"imagenet"`, `"imagenet_ssld"`, a preset name (see
             `keras_lcnet.list_presets()`), the path to a file or a
-            transformers checkpoint folder, or `hf://owner/repo[@revision]`.
+            transformers or timm checkpoint folder, or
+            `hf://owner/repo[@revision]`.
         scale: The model's width multiplier; needed for the ImageNet tags,
             checked against a preset's.
 
@@ -347,6 +380,10 @@ def load_weights(
                 f"has scale={scale}."
             )
         _load_pretrained(model, preset)
+        return
+    weights = hf.resolve_folder(weights)  # an hf:// repo is fetched once; its files tell its form
+    if timm.is_timm_source(weights):
+        load_timm(model, weights)
         return
     if hf.is_transformers_source(weights):
         load_transformers(model, weights)

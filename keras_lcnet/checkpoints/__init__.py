@@ -7,6 +7,8 @@
   read with NumPy alone, tensors named by creation order.
 - `huggingface`: transformers' PP-LCNet (`config.json` + `model.safetensors`,
   a folder or `hf://owner/repo`), read with safetensors' NumPy API.
+- `timm`: timm's `lcnet_*` (`model.safetensors`, alone or beside timm's
+  `config.json`, or `hf://timm/...`), under timm's own tensor names.
 - `mapping`: upstream names -> Keras variable paths and layouts, the
   dropout fold, all-or-nothing assignment with shape checks, and the
   architecture a checkpoint implies.

@@ -32,7 +32,8 @@ _BN_PARAMS = {
 _CONV = (2, 3, 1, 0)  # Paddle [out, in, kh, kw] -> Keras (kh, kw, in, out)
 _DEPTHWISE = (2, 3, 0, 1)  # Paddle [channels, 1, kh, kw] -> Keras (kh, kw, channels, 1)
 HEAD_KEYS = ("last_conv.weight", "fc.weight", "fc.bias")
-HEAD_PATHS = frozenset(("last_conv/kernel", "fc/kernel", "fc/bias"))
+# `last_conv/bias` is timm's (its `conv_head` has one; PaddleClas' `last_conv` has none).
+HEAD_PATHS = frozenset(("last_conv/kernel", "last_conv/bias", "fc/kernel", "fc/bias"))
 # PaddleClas' distillation saves the student under this prefix (`save_load.py`).
 STUDENT_PREFIX = "Student."
 # For each Keras variable path, the tensor's name and layout in the checkpoint.
@@ -76,6 +77,8 @@ def keras_path(paddle_key: str) -> tuple[str, tuple[int, ...] | None]:
         return (f"{layer}/kernel", _CONV) if param == "weight" else (f"{layer}/bias", None)
     if paddle_key == "last_conv.weight":
         return "last_conv/kernel", _CONV
+    if paddle_key == "last_conv.bias":  # timm's head conv only
+        return "last_conv/bias", None
     if paddle_key in ("fc.weight", "fc.bias"):  # Linear weight is [in, out] like Keras
         return ("fc/kernel" if param == "weight" else "fc/bias"), None
     raise CheckpointError(f"unexpected tensor '{paddle_key}': not a PP-LCNet parameter.")
@@ -173,7 +176,7 @@ def _check_names(variables, arrays, origin: str, sources: Sources) -> None:
             raise CheckpointError(
                 f"{origin} holds tensor '{key}' {shape} that the model does not "
                 "have. Was it saved from a model built with other options "
-                "(use_last_conv, stride_list, class_expand)?"
+                "(use_last_conv, stride_list, class_expand, head_bias)?"
             )
 
 
