@@ -98,6 +98,13 @@ def test_model_prefix_folder_is_found(tmp_path):
     assert len(read_inference_model(folder).state) == 146
 
 
+def test_lone_pdmodel_names_the_missing_parameters(tmp_path):
+    folder = _legacy(tmp_path)
+    (folder / "inference.pdiparams").unlink()
+    with pytest.raises(CheckpointError, match=r"no \.pdiparams with an inference\.json or"):
+        keras_lcnet.from_checkpoint(folder / "inference.pdmodel")
+
+
 def test_program_dropout_is_read_from_the_op(tmp_path):
     folder = _legacy(tmp_path)
     built = keras_lcnet.from_checkpoint(folder)

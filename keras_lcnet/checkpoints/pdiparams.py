@@ -113,9 +113,10 @@ def find_inference_model(path: str | os.PathLike) -> tuple[str, str] | None:
 def is_inference_model(path: str | os.PathLike) -> bool:
     """Whether `path` is meant as a Paddle inference model (by content, not name).
 
-    A folder, a `.pdiparams` file (its 16 leading zero bytes), a `.json` or
-    `.pdmodel` program or a prefix with a `.pdiparams` beside it. The files
-    are not validated here: `read_inference_model` does that.
+    A folder, a `.pdiparams` file (its 16 leading zero bytes), a `.pdmodel`
+    program (a name only Paddle uses), a `.json` program or a prefix with a
+    `.pdiparams` beside it. The files are not validated here:
+    `read_inference_model` does that (and names a missing partner).
 
     Args:
         path: The path given as `weights=` or to `from_checkpoint`.
@@ -130,8 +131,10 @@ def is_inference_model(path: str | os.PathLike) -> bool:
         return find_inference_model(path) is not None
     with open(path, "rb") as f:
         head = f.read(len(SIGNATURE))
-    return head == SIGNATURE or (
-        path.endswith(PROGRAM_SUFFIXES) and find_inference_model(path) is not None
+    return (
+        head == SIGNATURE
+        or path.endswith(".pdmodel")
+        or (path.endswith(".json") and find_inference_model(path) is not None)
     )
 
 

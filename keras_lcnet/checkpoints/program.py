@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Iterator
 
@@ -63,7 +64,7 @@ def read_program(path: str) -> tuple[Shapes, float]:
     with open(path, "rb") as f:
         data = f.read()
     # A ProgramDesc starts with field 1 (0x0a); JSON with a brace.
-    if data.lstrip()[:1] == b"{":
+    if re.match(rb"\s*\{", data):
         shapes, rates = _json_program(data, path)
     else:
         shapes, rates = _protobuf_program(memoryview(data), path)
