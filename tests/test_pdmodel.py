@@ -221,6 +221,7 @@ def test_dropout_rate_follows_the_op(tmp_path, ops, rate):
         (b"\x08\x01", re.escape("malformed ProgramDesc (field 1 has wire type 0)")),
         (b"\x0a\x02\x1a\x05", re.escape("malformed BlockDesc (field 3, wire type 2")),
         (b"\x0b", "malformed ProgramDesc"),  # wire type 3, a group
+        (b"\x00\x00", re.escape("malformed ProgramDesc (field 0, wire type 0")),
         (b"\x0a\x01\xff", re.escape("malformed BlockDesc (a bad varint)")),
         (_program([_message((1, "conv2d_0.w_0"))], []), "'conv2d_0.w_0' lacks its field 2"),
         (_program([_var(b"\xff\xfe", [3])], []), "a variable name is not UTF-8"),

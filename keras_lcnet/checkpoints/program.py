@@ -147,7 +147,7 @@ def fields(
     while pos < len(data):
         key, pos = varint(data, pos, origin, what)
         number, wire = key >> 3, key & 7
-        if wire == VARINT:
+        if wire == VARINT and number:
             value, pos = varint(data, pos, origin, what)
         else:
             size = {FIXED64: 8, FIXED32: 4}.get(wire)
