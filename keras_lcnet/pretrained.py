@@ -186,8 +186,8 @@ def from_checkpoint(
 
     Args:
         path: A PaddleClas `.pdparams` file (read once); a Paddle inference
-            model: its folder (`inference.json` and `inference.pdiparams`),
-            prefix, or `.pdiparams` file with the program beside it; a
+            model: its folder (`inference.pdiparams` with `inference.json` or
+            `.pdmodel`), prefix, or `.pdiparams` file with the program beside it; a
             transformers or timm checkpoint folder; timm's `.safetensors`
             file; or `hf://owner/repo[@revision]`.
         state: The `.pdparams` tensors, when the caller has already read them

@@ -211,13 +211,13 @@ def load_pdparams(
 def load_inference_model(
     model: keras.Model, path: str | os.PathLike, inference: InferenceModel | None = None
 ) -> None:
-    """Loads a Paddle inference model (`inference.json` + `.pdiparams`) into a PP-LCNet.
+    """Loads a Paddle inference model (a program + `.pdiparams`) into a PP-LCNet.
 
     The dropout factor folded into the classifier is the program's own.
 
     Args:
         model: The model.
-        path: The model's folder, prefix, `.pdiparams` or `.json` file.
+        path: The model's folder, prefix, `.pdiparams`, `.json` or `.pdmodel` file.
         inference: The files as `read_inference_model` read them; read from
             `path` otherwise.
 
@@ -338,7 +338,7 @@ def load_weights(
 
     A file is recognized by its content, not its name: a PaddleClas
     `.pdparams` checkpoint, a Paddle inference model (a folder, prefix or
-    `.pdiparams` file with its `inference.json` beside it), a Keras
+    `.pdiparams` file with its `.json` or `.pdmodel` program beside it), a Keras
     `.weights.h5` file, a Keras `.keras` model (its weights; the architecture
     comes from `model`), a legacy Keras `.h5` file or a transformers
     `model.safetensors`. A folder with a `config.json`, or

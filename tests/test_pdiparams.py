@@ -206,14 +206,8 @@ def test_flipped_version_byte(tmp_path):
 def test_missing_program_names_the_fix(tmp_path):
     folder = _copy(tmp_path)
     (folder / "inference.json").unlink()
-    _one_line_error(folder, "no inference.json and .pdiparams pair")
-
-
-def test_legacy_pdmodel_program_is_refused(tmp_path):
-    folder = _copy(tmp_path)
-    (folder / "inference.json").rename(folder / "inference.pdmodel")
-    with pytest.raises(CheckpointError, match=r"legacy \.pdmodel program is not read"):
-        keras_lcnet.from_checkpoint(folder / "inference.pdiparams")
+    (folder / "inference.pdmodel").unlink()
+    _one_line_error(folder, "no .pdiparams with an inference.json or inference.pdmodel program")
 
 
 def test_program_that_is_not_json(tmp_path):

@@ -16,7 +16,8 @@ Run it with the same throwaway virtualenv, from the repository root::
 
 Each case runs in its own subprocess (``PPLCNet.__init__`` mutates ``NET_CONFIG``).
 
-No legacy ``inference.pdmodel`` fixture: with ``FLAGS_enable_pir_api=0`` PaddlePaddle
+The legacy ``inference.pdmodel`` programs come from Paddle 2.6
+(``tools/make_pdmodel_fixtures.py``): with ``FLAGS_enable_pir_api=0`` PaddlePaddle
 3.3.1's ``paddle.jit.save`` fails on PPLCNet's SE block ("multiply(): argument
 (position 1) must be Value, but got Variable").
 """

@@ -1,4 +1,4 @@
-"""Reading Paddle inference models (`inference.json` + `.pdiparams`) without PaddlePaddle.
+"""Reading Paddle inference models (a program + `.pdiparams`) without PaddlePaddle.
 
 `paddle.jit.save` (and PaddleX / PaddleOCR's `*_infer` downloads) write a
 program and its parameters. The parameters file, `.pdiparams`, is the tensors
@@ -21,25 +21,26 @@ the files PaddlePaddle 3.3.1 wrote for `tools/make_inference_fixtures.py`:
 every tensor parses with this layout, the file ends exactly after the last
 one, the descriptors are `08 05 10 ..` (FP32, dims unpacked), and the shapes
 follow the program's parameters in sorted-name order, not in program order.
-And end to end: the converted Keras model matches Paddle Inference's outputs
-on those files (`tests/test_pdiparams.py`).
+PaddlePaddle 2.6.2 (`tools/make_pdmodel_fixtures.py`, which saves the
+parameters with `save_combine` in the same sorted order) writes the same
+bytes. And end to end: the converted Keras model matches Paddle Inference's
+outputs on those files (`tests/test_pdiparams.py`, `tests/test_pdmodel.py`).
 
-The file holds no names: they come from the program. Only Paddle 3's PIR
-JSON program (`inference.json`) is read; the legacy protobuf `.pdmodel` is
-not. Parameter names are generated in creation order (`conv2d_N.w_0`,
-`batch_norm2d_N.w_0/.b_0/.w_1/.w_2`, `linear_N.w_0/.b_0`), which for
-PaddleClas' PP-LCNet is: stem, then per block depthwise conv, SE convs,
-pointwise conv, then `last_conv` and `fc`. They are mapped onto PaddleClas'
-state-dict names, checked shape by shape along the way.
+The file holds no names: they come from the program, Paddle 3's PIR JSON
+(`inference.json`) or the legacy `ProgramDesc` protobuf (`inference.pdmodel`),
+both read by `keras_lcnet.checkpoints.program`. Parameter names are
+generated in creation order (`conv2d_N.w_0`, `batch_norm2d_N.w_0/.b_0/.w_1/.w_2`,
+`linear_N.w_0/.b_0`), which for PaddleClas' PP-LCNet is: stem, then per
+block depthwise conv, SE convs, pointwise conv, then `last_conv` and `fc`.
+They are mapped onto PaddleClas' state-dict names, checked shape by shape along the way.
 
-The program keeps Paddle's dropout op (`downgrade_in_infer`, its probability
-a constant); its probability is returned so the caller folds it into the
-classifier once, as for `.pdparams` (the stored weights are unscaled).
+The program keeps Paddle's dropout op (`downgrade_in_infer`); its probability
+is returned so the caller folds it into the classifier once, as for
+`.pdparams` (the stored weights are unscaled).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -49,15 +50,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_lcnet.architecture import BLOCKS, STEM
+from keras_lcnet.checkpoints.program import read_program, tensor_desc, valid_dims
 from keras_lcnet.errors import CheckpointError
 
-# `paddle.jit.save(model, "folder/inference")`, as PaddleX and PaddleOCR ship them.
-DEFAULT_PREFIX = "inference"
+# `paddle.jit.save(model, "folder/inference")`, as PaddleX and PaddleOCR ship them;
+# some Paddle 2.x exports are named `model.pdmodel`.
+FOLDER_PREFIXES = ("inference", "model")
+# Paddle 3's PIR JSON is preferred to a legacy ProgramDesc, as Paddle 3 does.
+PROGRAM_SUFFIXES = (".json", ".pdmodel")
 PARAMS_SUFFIX = ".pdiparams"
-# PP-LCNet's programs are ~100 kB; a larger one is not a PP-LCNet program.
-MAX_PROGRAM_BYTES = 16 * 2**20
 _MAX_DESC_BYTES = 256
-_MAX_DIMS = 8
 _DTYPES = {4: np.dtype("<f2"), 5: np.dtype("<f4"), 22: np.dtype("<u2")}  # 22: bfloat16
 _BN_SUFFIXES = {"w_0": "weight", "b_0": "bias", "w_1": "_mean", "w_2": "_variance"}
 # A parameters file starts with a tensor's zero versions and LoD level count.
@@ -86,31 +88,35 @@ class InferenceModel:
 def find_inference_model(path: str | os.PathLike) -> tuple[str, str] | None:
     """The `(program, params)` files of an inference model, if `path` names one.
 
+    The program is `<prefix>.json` (Paddle 3) or, without one, the legacy
+    `<prefix>.pdmodel` (Paddle 2.x, PaddleClas' PULC downloads).
+
     Args:
-        path: A folder holding `inference.json` and `inference.pdiparams`, a
-            prefix (`folder/inference`), or a `.pdiparams` or `.json` file
-            with its partner beside it.
+        path: A folder holding `inference.pdiparams` (or `model.pdiparams`)
+            and its program, a prefix (`folder/inference`), or a
+            `.pdiparams`, `.json` or `.pdmodel` file with its partner beside it.
 
     Returns:
         The two paths, or `None` if `path` is not an inference model.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        prefix = os.path.join(path, DEFAULT_PREFIX)
+        prefixes = [os.path.join(path, name) for name in FOLDER_PREFIXES]
     else:
-        prefix = re.sub(r"\.(pdiparams|json)$", "", path)
-    program, params = prefix + ".json", prefix + PARAMS_SUFFIX
-    if os.path.isfile(program) and os.path.isfile(params):
-        return program, params
-    return None
+        prefixes = [re.sub(r"\.(pdiparams|json|pdmodel)$", "", path)]
+    # A program file named by the caller is the one used.
+    suffixes = [os.path.splitext(path)[1]] if path.endswith(PROGRAM_SUFFIXES) else PROGRAM_SUFFIXES
+    pairs = [(prefix + s, prefix + PARAMS_SUFFIX) for prefix in prefixes for s in suffixes]
+    return next((pair for pair in pairs if all(map(os.path.isfile, pair))), None)
 
 
 def is_inference_model(path: str | os.PathLike) -> bool:
     """Whether `path` is meant as a Paddle inference model (by content, not name).
 
-    A folder, a `.pdiparams` file (its 16 leading zero bytes), a `.json`
-    program or a prefix with a `.pdiparams` beside it. The files are not
-    validated here: `read_inference_model` does that.
+    A folder, a `.pdiparams` file (its 16 leading zero bytes), a `.pdmodel`
+    program (a name only Paddle uses), a `.json` program or a prefix with a
+    `.pdiparams` beside it. The files are not validated here:
+    `read_inference_model` does that (and names a missing partner).
 
     Args:
         path: The path given as `weights=` or to `from_checkpoint`.
@@ -125,7 +131,11 @@ def is_inference_model(path: str | os.PathLike) -> bool:
         return find_inference_model(path) is not None
     with open(path, "rb") as f:
         head = f.read(len(SIGNATURE))
-    return head == SIGNATURE or (path.endswith(".json") and find_inference_model(path) is not None)
+    return (
+        head == SIGNATURE
+        or path.endswith(".pdmodel")
+        or (path.endswith(".json") and find_inference_model(path) is not None)
+    )
 
 
 def read_inference_model(path: str | os.PathLike) -> InferenceModel:
@@ -144,63 +154,14 @@ def read_inference_model(path: str | os.PathLike) -> InferenceModel:
     found = find_inference_model(path)
     if found is None:
         raise CheckpointError(
-            f"{os.fspath(path)}: no inference.json and .pdiparams pair found (the legacy "
-            ".pdmodel program is not read); export it with Paddle 3's paddle.jit.save."
+            f"{os.fspath(path)}: no .pdiparams with an inference.json or inference.pdmodel "
+            "program beside it; pass the folder or prefix paddle.jit.save wrote."
         )
     program_path, params_path = found
-    shapes, dropout = _read_program(program_path)
+    shapes, dropout = read_program(program_path)
     tensors = _read_params(params_path, shapes)
     state, names = _paddleclas_names(tensors, params_path)
     return InferenceModel(state, names, dropout, params_path)
-
-
-# --------------------------------------------------------------------------- program
-
-
-def _read_program(path: str) -> tuple[dict[str, list[int]], float]:
-    """`{parameter name: shape}` and the inference dropout factor of a PIR JSON program."""
-    if os.path.getsize(path) > MAX_PROGRAM_BYTES:
-        raise CheckpointError(f"{path}: larger than {MAX_PROGRAM_BYTES} bytes; not a PP-LCNet.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
-        shapes = {op["A"][3]: op["O"]["TT"]["D"][1] for op in ops if op["#"] == "p"}
-        dropout = _dropout_rate(ops)
-    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
-        raise CheckpointError(
-            f"{path}: not a Paddle 3 PIR program ({type(e).__name__}: {e})."
-        ) from None
-    for name, shape in shapes.items():
-        if not isinstance(name, str) or not _valid_dims(shape):
-            raise CheckpointError(f"{path}: parameter {name!r} has invalid shape {shape!r}.")
-    return shapes, dropout
-
-
-def _attrs(op: dict) -> dict:
-    return {a["N"]: a["AT"]["D"] for a in op.get("A", [])}
-
-
-def _dropout_rate(ops: list) -> float:
-    """The factor Paddle's dropout op applies at inference (`downgrade_in_infer`: 1 - p)."""
-    constants = {op["O"][0]["%"]: _attrs(op).get("value") for op in ops if op["#"] == "1.full"}
-    rates = []
-    for op in ops:
-        if op["#"] == "1.scale":  # a fold already in the program would be applied twice
-            raise ValueError("the program has a scale op, which PP-LCNet's does not")
-        if op["#"] == "1.dropout" and _attrs(op).get("mode") == "downgrade_in_infer":
-            # Stored as float32 (0.2 -> 0.20000000298...): its shortest repr is what was set.
-            rates.append(float(str(np.float32(constants[op["I"][2]["%"]]))))
-    if len(rates) > 1 or not all(0.0 <= r < 1.0 for r in rates):
-        raise ValueError(f"dropout probabilities {rates}, PP-LCNet has at most one")
-    return rates[0] if rates else 0.0
-
-
-def _valid_dims(dims) -> bool:
-    return (
-        isinstance(dims, list)
-        and 0 < len(dims) <= _MAX_DIMS
-        and all(isinstance(d, int) and 0 < d < 2**31 for d in dims)
-    )
 
 
 # --------------------------------------------------------------------------- params
@@ -267,42 +228,14 @@ def _read_tensor(reader: _Reader, name: str, expected: list[int]) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _varint(data: bytes, pos: int, origin: str) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 70, 7):
-        if pos >= len(data):
-            break
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-    raise CheckpointError(f"{origin}: malformed tensor descriptor (a bad varint).")
-
-
 def _tensor_desc(data: bytes, origin: str) -> tuple[np.dtype, list[int]]:
-    """`(dtype, dims)` of a `VarType.TensorDesc` protobuf: 2 fields, parsed by hand."""
-    dtype, dims, pos = None, [], 0
-    while pos < len(data):
-        key, pos = _varint(data, pos, origin)
-        if key == 0x08:  # data_type, varint
-            dtype, pos = _varint(data, pos, origin)
-        elif key == 0x10:  # dims, unpacked
-            dim, pos = _varint(data, pos, origin)
-            dims.append(dim)
-        elif key == 0x12:  # dims, packed
-            length, pos = _varint(data, pos, origin)
-            end = min(pos + length, len(data))
-            while pos < end:
-                dim, pos = _varint(data, pos, origin)
-                dims.append(dim)
-        else:
-            raise CheckpointError(f"{origin}: unexpected field {key} in its descriptor.")
+    """`(dtype, dims)` of a tensor's `VarType.TensorDesc`, checked."""
+    dtype, dims = tensor_desc(data, origin)
     if dtype not in _DTYPES:
         raise CheckpointError(
             f"{origin}: data type {dtype}, not FP32 (5), FP16 (4) or BF16 (22)."
         )
-    if not _valid_dims(dims):
+    if not valid_dims(dims):
         raise CheckpointError(f"{origin}: invalid dims {dims} in its descriptor.")
     return _DTYPES[dtype], dims
 
