@@ -16,11 +16,17 @@ from keras_lcnet import presets
 from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints.mapping import infer_architecture
+from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, read_paddle_onnx
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.model import PPLCNet, check_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
-from keras_lcnet.weights import load_inference_model, load_pdparams, load_transformers
+from keras_lcnet.weights import (
+    load_inference_model,
+    load_paddle_onnx,
+    load_pdparams,
+    load_transformers,
+)
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
@@ -120,6 +126,23 @@ def _from_transformers(source: str | os.PathLike, **overrides) -> keras.Model:
     return model
 
 
+def _from_paddle_onnx(path: str, **overrides) -> keras.Model:
+    """The PP-LCNet of paddle2onnx's export: strides and dropout from the graph."""
+    exported = read_paddle_onnx(path)
+    given = overrides.get("stride_list")
+    if given is not None and resolve_strides(given) != resolve_strides(exported.stride_list):
+        raise ValueError(
+            f"stride_list={given!r} contradicts {path} (stride_list={exported.stride_list!r}): "
+            "leave stride_list out."
+        )
+    overrides["stride_list"] = exported.stride_list
+    if exported.dropout_rate:
+        overrides.setdefault("dropout_rate", exported.dropout_rate)
+    model = PPLCNet(weights=None, **checkpoint_config(exported.state, path, **overrides))
+    load_paddle_onnx(model, path, exported)
+    return model
+
+
 def from_checkpoint(
     path: str | os.PathLike, state: dict[str, np.ndarray] | None = None, **overrides
 ) -> keras.Model:
@@ -129,7 +152,9 @@ def from_checkpoint(
     classes and head by its tensor shapes (an inference model's program also
     gives `dropout_rate`); a transformers PP-LCNet folder (`save_pretrained`'s
     `config.json` + `model.safetensors`) or `hf://owner/repo[@revision]`
-    gives everything, strides and dropout included, by its `config.json`.
+    gives everything, strides and dropout included, by its `config.json`;
+    paddle2onnx's ONNX export (an `.onnx` file, needs the `onnx` package)
+    gives them by its graph.
 
     Example:
 
@@ -138,13 +163,15 @@ def from_checkpoint(
                                         stride_list=[2, [2, 1], [2, 1], [2, 1], [2, 1]])
     model = keras_lcnet.from_checkpoint("hf://PaddlePaddle/PP-LCNet_x1_0_doc_ori_safetensors",
                                         include_preprocessing=False)
+    model = keras_lcnet.from_checkpoint("inference.onnx")  # paddle2onnx's export
     ```
 
     Args:
         path: A PaddleClas `.pdparams` file (read once); a Paddle inference
             model: its folder (`inference.json` and `inference.pdiparams`),
             prefix, or `.pdiparams` file with the program beside it; a
-            transformers checkpoint folder; or `hf://owner/repo[@revision]`.
+            transformers checkpoint folder; `hf://owner/repo[@revision]`; or
+            paddle2onnx's `.onnx` export of a PP-LCNet.
         state: The `.pdparams` tensors, when the caller has already read them
             with `read_pdparams`.
         **overrides: `PPLCNet` arguments the file cannot say (`stride_list`
@@ -161,6 +188,7 @@ def from_checkpoint(
             transformers checkpoint whose image processor feeds BGR pixels.
         CheckpointError: The file is not a readable PP-LCNet checkpoint.
         WeightsUnavailableError: An `hf://` repo could not be fetched.
+        ImportError: An ONNX file and no `onnx` package.
     """
     if state is None and hf.is_transformers_source(path):
         return _from_transformers(path, **overrides)
@@ -173,6 +201,8 @@ def from_checkpoint(
         model = PPLCNet(weights=None, **config)
         load_inference_model(model, path, inference)
         return model
+    if state is None and is_paddle_onnx(path):
+        return _from_paddle_onnx(path, **overrides)
     state = read_pdparams(path) if state is None else state
     model = PPLCNet(weights=None, **checkpoint_config(state, path, **overrides))
     load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate
