@@ -114,10 +114,20 @@ def read_paddle_onnx(path: str | os.PathLike) -> PaddleOnnxModel:
             one line naming the file and what differs.
     """
     path = os.fspath(path)
-    graph = _Graph(_load_model(path).graph, path)
-    tensors, strides = graph.weights()
-    state, names = paddleclas_names(tensors, path)
-    dropout = graph.dropout_rate(has_head="fc.weight" in state)
+    model = _load_model(path)
+    try:
+        graph = _Graph(model.graph, path)
+        tensors, strides = graph.weights()
+        state, names = paddleclas_names(tensors, path)
+        dropout = graph.dropout_rate(has_head="fc.weight" in state)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, IndexError) as e:  # e.g. an attribute of no known type
+        reason = " ".join(str(e).split())
+        raise CheckpointError(
+            f"{path}: a malformed node or tensor ({type(e).__name__}: {reason}); is it "
+            "paddle2onnx's export of PP-LCNet?"
+        ) from None
     stride_list = _stride_list(names, strides, path)
     return PaddleOnnxModel(state, names, dropout, path, stride_list)
 
@@ -171,9 +181,10 @@ class _Graph:
         self.producer, self.consumers = {}, {}
         for node in self.nodes:
             if node.domain not in ("", "ai.onnx") or node.op_type not in _OPERATORS:
+                kind = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
                 raise CheckpointError(
-                    f"{origin}: has a {node.domain or 'ai.onnx'} '{node.op_type}' node, which "
-                    "paddle2onnx's PP-LCNet does not; is it paddle2onnx's export of PP-LCNet?"
+                    f"{origin}: has a {kind!r} node, which paddle2onnx's PP-LCNet does not; "
+                    "is it paddle2onnx's export of PP-LCNet?"
                 )
             for name in node.output:
                 self.producer[name] = node
@@ -198,8 +209,8 @@ class _Graph:
         """A constant's float32 values, checked before anything is allocated."""
         tensor = self.constants.get(name)
         if tensor is None:
-            raise CheckpointError(f"{self.origin}: {what} '{name}' is not a constant.")
-        return _to_array(tensor, f"{self.origin}: {what} '{name}'")
+            raise CheckpointError(f"{self.origin}: {what} {name!r} is not a constant.")
+        return _to_array(tensor, f"{self.origin}: {what} {name!r}")
 
     def constant_operand(self, node) -> str | None:
         """The constant input of a two-input node (through reshapes), if it has one."""
@@ -259,7 +270,7 @@ class _Graph:
         match = _WEIGHT.fullmatch(name)
         if match is None or not match.group(1).startswith(kind):
             raise CheckpointError(
-                f"{self.origin}: {what} is named '{name}', not like Paddle's '{kind}_N.w_0'; "
+                f"{self.origin}: {what} is named {name!r}, not like Paddle's '{kind}_N.w_0'; "
                 "is it paddle2onnx's export of PP-LCNet?"
             )
         return match.group(1)
@@ -298,7 +309,7 @@ class _Graph:
         for node in self.nodes:
             if node.op_type == "Add" and id(node) not in self.claimed:
                 raise CheckpointError(
-                    f"{self.origin}: an Add node ('{node.name}') that is not a convolution's "
+                    f"{self.origin}: an Add node ({node.name!r}) that is not a convolution's "
                     "or the classifier's bias; PP-LCNet has no other."
                 )
 
@@ -339,7 +350,7 @@ def _check_hard_sigmoid(node, origin: str) -> None:
 def _conv_strides(node, weight: np.ndarray, origin: str) -> tuple[int, int]:
     """The strides of a Conv whose padding, dilation and groups are PP-LCNet's."""
     if weight.ndim != 4:
-        raise CheckpointError(f"{origin}: Conv weight '{node.input[1]}' is not 4-D.")
+        raise CheckpointError(f"{origin}: Conv weight {node.input[1]!r} is not 4-D.")
     kernel = list(weight.shape[2:])
     pads = [(k - 1) // 2 for k in kernel] * 2
     strides = list(_attribute(node, "strides") or [1, 1])
@@ -353,10 +364,10 @@ def _conv_strides(node, weight: np.ndarray, origin: str) -> tuple[int, int]:
         found = list(found) if isinstance(found, list | tuple) else found
         if found is not None and found != value:
             raise CheckpointError(
-                f"{origin}: Conv '{node.input[1]}' has {key}={found}, PP-LCNet {value}."
+                f"{origin}: Conv {node.input[1]!r} has {key}={found}, PP-LCNet {value}."
             )
     if len(strides) != 2 or not all(0 < s < 2**16 for s in strides):
-        raise CheckpointError(f"{origin}: Conv '{node.input[1]}' has strides {strides}.")
+        raise CheckpointError(f"{origin}: Conv {node.input[1]!r} has strides {strides}.")
     return strides[0], strides[1]
 
 
