@@ -283,6 +283,13 @@ def test_absurd_dims_never_allocate(tmp_path):
     assert peak < 16 * 2**20
 
 
+def test_oversized_file_is_not_parsed(monkeypatch):
+    from keras_lcnet.checkpoints import paddle_onnx
+
+    monkeypatch.setattr(paddle_onnx, "MAX_FILE_BYTES", DEFAULT.stat().st_size - 1)
+    _one_line_error(DEFAULT, "more than any PP-LCNet ONNX file")
+
+
 def test_data_shorter_than_the_dims(tmp_path):
     model = _load()
     _initializer(model, "conv2d_0.w_0").raw_data = b"\0" * 10

@@ -38,8 +38,9 @@ from keras_lcnet.architecture import BN_EPSILON, STAGES, STEM
 from keras_lcnet.checkpoints.pdiparams import InferenceModel, paddleclas_names
 from keras_lcnet.errors import CheckpointError
 
-# PP-LCNet x2_5 with 1000 classes is ~36 MB; far larger is not a PP-LCNet.
-MAX_FILE_BYTES = 256 * 2**20
+# PP-LCNet x2_5 with 1000 classes is ~36 MB; far larger is not a PP-LCNet. The file is
+# parsed in memory, so this also bounds what reading it can allocate.
+MAX_FILE_BYTES = 128 * 2**20
 _INSTALL_HINT = 'reading ONNX files needs the onnx package: pip install "keras-lcnet[export]"'
 # What paddle2onnx makes of PP-LCNet (plus the shape plumbing of flatten).
 _OPERATORS = frozenset((
@@ -60,6 +61,8 @@ _HARD_SIGMOID = (1 / 6, 0.5)
 @dataclass(frozen=True)
 class PaddleOnnxModel(InferenceModel):
     """A paddle2onnx PP-LCNet's weights in PaddleClas names, and its strides.
+
+    The other attributes are `InferenceModel`'s (`origin` is the `.onnx` file).
 
     Attributes:
         stride_list: The five strides, as `PPLCNet`'s `stride_list` takes them
