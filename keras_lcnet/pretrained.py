@@ -17,12 +17,19 @@ from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.mapping import infer_architecture
+from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, read_paddle_onnx
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError
 from keras_lcnet.model import PPLCNet, resolve_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
-from keras_lcnet.weights import load_inference_model, load_pdparams, load_timm, load_transformers
+from keras_lcnet.weights import (
+    load_inference_model,
+    load_paddle_onnx,
+    load_pdparams,
+    load_timm,
+    load_transformers,
+)
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
 _DETERMINED = ("scale", "classes", "use_last_conv", "class_expand")
@@ -158,6 +165,23 @@ def _from_timm(source: str, **overrides) -> keras.Model:
     return model
 
 
+def _from_paddle_onnx(path: str, **overrides) -> keras.Model:
+    """The PP-LCNet of paddle2onnx's export: strides and dropout from the graph."""
+    exported = read_paddle_onnx(path)
+    given = overrides.get("stride_list")
+    if given is not None and resolve_strides(given) != resolve_strides(exported.stride_list):
+        raise ValueError(
+            f"stride_list={given!r} contradicts {path} (stride_list={exported.stride_list!r}): "
+            "leave stride_list out."
+        )
+    overrides["stride_list"] = exported.stride_list
+    if exported.dropout_rate:
+        overrides.setdefault("dropout_rate", exported.dropout_rate)
+    model = PPLCNet(weights=None, **checkpoint_config(exported.state, path, **overrides))
+    load_paddle_onnx(model, path, exported)
+    return model
+
+
 def from_checkpoint(
     path: str | os.PathLike, state: dict[str, np.ndarray] | None = None, **overrides
 ) -> keras.Model:
@@ -174,6 +198,8 @@ def from_checkpoint(
     and `model.safetensors`, such a file alone, or `hf://timm/lcnet_050.ra2_in1k`)
     gives width, classes and head (with its bias) by its tensors; its
     preprocessing is `keras_lcnet.checkpoints.timm.read_input_contract`'s.
+    paddle2onnx's ONNX export (an `.onnx` file, needs the `onnx` package)
+    gives them by its graph.
 
     Example:
 
@@ -182,6 +208,7 @@ def from_checkpoint(
                                         stride_list=[2, [2, 1], [2, 1], [2, 1], [2, 1]])
     model = keras_lcnet.from_checkpoint("hf://PaddlePaddle/PP-LCNet_x1_0_doc_ori_safetensors")
     model = keras_lcnet.from_checkpoint("hf://timm/lcnet_050.ra2_in1k")
+    model = keras_lcnet.from_checkpoint("inference.onnx")  # paddle2onnx's export
     ```
 
     Args:
@@ -189,7 +216,8 @@ def from_checkpoint(
             model: its folder (`inference.pdiparams` with `inference.json` or
             `.pdmodel`), prefix, or `.pdiparams` file with the program beside it; a
             transformers or timm checkpoint folder; timm's `.safetensors`
-            file; or `hf://owner/repo[@revision]`.
+            file; `hf://owner/repo[@revision]`; or paddle2onnx's `.onnx`
+            export of a PP-LCNet.
         state: The `.pdparams` tensors, when the caller has already read them
             with `read_pdparams`.
         **overrides: `PPLCNet` arguments the file cannot say (`stride_list`
@@ -204,6 +232,7 @@ def from_checkpoint(
         ValueError: An override contradicts the checkpoint.
         CheckpointError: The file is not a readable PP-LCNet checkpoint.
         WeightsUnavailableError: An `hf://` repo could not be fetched.
+        ImportError: An ONNX file and no `onnx` package.
     """
     path = hf.resolve_folder(path)  # an hf:// repo is fetched once; its files tell its form
     if state is None and timm.is_timm_source(path):
@@ -218,6 +247,8 @@ def from_checkpoint(
         model = PPLCNet(weights=None, **config)
         load_inference_model(model, path, inference)
         return model
+    if state is None and is_paddle_onnx(path):
+        return _from_paddle_onnx(path, **overrides)
     state = read_pdparams(path) if state is None else state
     model = PPLCNet(weights=None, **checkpoint_config(state, path, **overrides))
     load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate

@@ -23,6 +23,7 @@ from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
+from keras_lcnet.checkpoints.paddle_onnx import PaddleOnnxModel, is_paddle_onnx, read_paddle_onnx
 from keras_lcnet.checkpoints.pdiparams import (
     InferenceModel,
     is_inference_model,
@@ -296,6 +297,8 @@ def _check_preprocessing(model: keras.Model, contract: InputContract, origin: st
             f"{list(contract.mean)}, which the model's preprocessing does not: build it with "
             "keras_lcnet.from_checkpoint, input_contract=..., or include_preprocessing=False."
         )
+
+
 def load_timm(
     model: keras.Model, source: str | os.PathLike, state: dict[str, np.ndarray] | None = None
 ) -> None:
@@ -326,6 +329,36 @@ def load_timm(
     assign_arrays(model, arrays, path, sources)
 
 
+def load_paddle_onnx(
+    model: keras.Model, path: str | os.PathLike, exported: PaddleOnnxModel | None = None
+) -> None:
+    """Loads paddle2onnx's ONNX export of a PP-LCNet into a PP-LCNet model.
+
+    The graph's strides are checked against the model's; the dropout factor
+    folded into the classifier is the graph's own.
+
+    Args:
+        model: The model.
+        path: The `.onnx` file.
+        exported: The file as `read_paddle_onnx` read it; read from `path`
+            otherwise.
+
+    Raises:
+        ImportError: The `onnx` package is missing.
+        ValueError: The model's strides are not the graph's.
+        CheckpointError: The file is not paddle2onnx's PP-LCNet or does not
+            fit the model.
+    """
+    exported = read_paddle_onnx(path) if exported is None else exported
+    built = _model_strides(model)
+    if built is not None and built != _stride_pairs(exported.stride_list):
+        raise ValueError(
+            f"{exported.origin} has stride_list={exported.stride_list}, the model {built}: "
+            "build it with that stride_list, or with keras_lcnet.from_checkpoint."
+        )
+    load_inference_model(model, path, exported)
+
+
 def _stride_pairs(stride_list) -> list[tuple[int, int]]:
     """Five `(h, w)` stride pairs of a `stride_list` of ints and pairs."""
     return [(s, s) if isinstance(s, int) else tuple(s) for s in stride_list]
@@ -341,7 +374,8 @@ def load_weights(
     `.pdiparams` file with its `.json` or `.pdmodel` program beside it), a Keras
     `.weights.h5` file, a Keras `.keras` model (its weights; the architecture
     comes from `model`), a legacy Keras `.h5` file or a transformers
-    `model.safetensors`. A folder with a `config.json`, or
+    `model.safetensors`, or paddle2onnx's ONNX export of a PP-LCNet (its
+    strides must be the model's). A folder with a `config.json`, or
     `hf://owner/repo[@revision]`, is a transformers PP-LCNet checkpoint, or
     timm's when its `config.json` is timm's (`architecture: lcnet_*`); a
     `.safetensors` file with timm's tensor names (`conv_stem.weight`, ...)
@@ -361,11 +395,12 @@ def load_weights(
     Raises:
         ValueError: `scale` is missing for an ImageNet tag or is not the
             preset's, or the model's strides are not a transformers
-            checkpoint's.
+            checkpoint's or an ONNX graph's.
         CheckpointError: The file cannot be read or does not fit the model;
             the message names the first tensor at fault and both shapes.
         WeightsUnavailableError: A published checkpoint or an `hf://` repo
             could not be fetched.
+        ImportError: An ONNX file and no `onnx` package.
     """
     if weights in PRETRAINED_TAGS:
         if scale is None:
@@ -402,5 +437,7 @@ def load_weights(
             hf.read_safetensors(path), _dropout_rate(model), path
         )
         assign_arrays(model, arrays, path, sources)
+    elif is_paddle_onnx(path):  # paddle2onnx's export
+        load_paddle_onnx(model, path)
     else:
         load_pdparams(model, path)

@@ -5,6 +5,9 @@
   to a model's variables by Keras' own rules, whatever the file's name.
 - `pdiparams`: Paddle inference models (`inference.json` + `.pdiparams`),
   read with NumPy alone, tensors named by creation order.
+- `paddle_onnx`: paddle2onnx's ONNX exports (`inference.onnx`), parsed with
+  the `onnx` package, weights named as in `.pdiparams`, strides and dropout
+  read off the graph.
 - `huggingface`: transformers' PP-LCNet (`config.json` + `model.safetensors`,
   a folder or `hf://owner/repo`), read with safetensors' NumPy API.
 - `timm`: timm's `lcnet_*` (`model.safetensors`, alone or beside timm's

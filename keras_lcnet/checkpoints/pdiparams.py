@@ -160,7 +160,7 @@ def read_inference_model(path: str | os.PathLike) -> InferenceModel:
     program_path, params_path = found
     shapes, dropout = read_program(program_path)
     tensors = _read_params(params_path, shapes)
-    state, names = _paddleclas_names(tensors, params_path)
+    state, names = paddleclas_names(tensors, params_path)
     return InferenceModel(state, names, dropout, params_path)
 
 
@@ -278,10 +278,28 @@ def _module_order(convs: int) -> tuple[list[tuple[str, bool]], list[str]]:
     return modules, [name for name, has_bn in modules if has_bn]
 
 
-def _paddleclas_names(
+def paddleclas_names(
     tensors: dict[str, np.ndarray], origin: str
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Maps generated names to PaddleClas' by creation order, checking each shape on the way."""
+    """Maps Paddle's generated names onto PaddleClas' by creation order, shape by shape.
+
+    Shared by every form that keeps the generated names (`.pdiparams`,
+    paddle2onnx's ONNX).
+
+    Args:
+        tensors: `{generated name: array}`: `conv2d_N.w_0` (and `.b_0` for the
+            SE convolutions), `batch_norm2d_N.w_0/.b_0/.w_1/.w_2`,
+            `linear_N.w_0/.b_0`.
+        origin: The file, named in error messages.
+
+    Returns:
+        `(state, names)`: `{PaddleClas name: array}` and `{PaddleClas name:
+        generated name}`.
+
+    Raises:
+        CheckpointError: A name is not PP-LCNet's, or the tensors do not
+            chain into a PP-LCNet.
+    """
     layers = _layers(tensors, origin)
     modules, bn_owners = _module_order(len(layers["conv2d"]))
     if len(layers["conv2d"]) != len(modules) or len(layers["batch_norm2d"]) != len(bn_owners):
