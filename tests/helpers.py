@@ -140,3 +140,19 @@ def run_python(code: str, backend: str = "tensorflow", timeout: int = 600, **env
         env=environment,
         cwd=pathlib.Path(__file__).parent.parent,
     )
+
+
+def onnx_reference(path) -> dict[str, np.ndarray]:
+    """A paddle2onnx fixture's logits and inputs (tools/make_onnx_fixtures.py).
+
+    The inputs live in the inference fixtures; `source_<i>` says where.
+    """
+    path = pathlib.Path(path)
+    with np.load(path.parent / "onnxruntime.npz", allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files if key.startswith("logits_")}
+        sources = {k[len("source_") :]: str(data[k]) for k in data.files if k.startswith("source_")}
+    for i, source in sources.items():
+        fixture, key = source.split("/")
+        with np.load(FIXTURES / fixture / "reference.npz", allow_pickle=False) as data:
+            arrays[f"pixels_{i}"] = data[key]
+    return arrays

@@ -12,7 +12,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, mutate_bytes, relative_error, run_python
+from helpers import FIXTURES, mutate_bytes, onnx_reference, relative_error, run_python
 
 import keras_lcnet
 from keras_lcnet.errors import CheckpointError
@@ -32,8 +32,7 @@ TOLERANCE = 1e-4  # max |keras - onnxruntime| / max |onnxruntime|
 
 
 def _reference(path) -> dict[str, np.ndarray]:
-    with np.load(path.parent / "onnxruntime.npz", allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    return onnx_reference(path)
 
 
 def _normalise(pixels: np.ndarray) -> np.ndarray:
@@ -328,15 +327,15 @@ def test_missing_onnx_names_the_extra(monkeypatch):
 
 BACKEND_SCRIPT = """
 import json, numpy as np, keras_lcnet
-from helpers import relative_error
+from helpers import onnx_reference, relative_error
 results = {{}}
 for path in {paths}:
     model = keras_lcnet.from_checkpoint(path, input_shape=(None, None, 3),
                                         classifier_activation=None)
-    with np.load(path.replace("inference.onnx", "onnxruntime.npz")) as data:
-        for i in (0, 1):
-            got = model.predict(data[f"pixels_{{i}}"].astype("float32"), verbose=0)
-            results[f"{{path}}/{{i}}"] = relative_error(got, data[f"logits_{{i}}"])
+    data = onnx_reference(path)
+    for i in (0, 1):
+        got = model.predict(data[f"pixels_{{i}}"].astype("float32"), verbose=0)
+        results[f"{{path}}/{{i}}"] = relative_error(got, data[f"logits_{{i}}"])
 print("RESULT" + json.dumps(results))
 """
 

@@ -5,8 +5,9 @@ For each Paddle inference model ``tests/fixtures/inference_<case>/`` written by
 
 * ``inference.onnx`` -- paddle2onnx's export of that model with the command line's defaults
   (``paddle2onnx -m DIR -mf inference.json -pf inference.pdiparams -s inference.onnx``);
-* ``onnxruntime.npz`` -- per test input ``i``, ``pixels_<i>`` (uint8 NHWC RGB) and
-  ``logits_<i>`` (float32 outputs of onnxruntime's CPU session on that graph, fed the
+* ``onnxruntime.npz`` -- per test input ``i``, ``source_<i>`` (where its uint8 NHWC RGB
+  pixels are: ``"<inference fixture>/<array>"``, not copied, to keep the fixtures small)
+  and ``logits_<i>`` (float32 outputs of onnxruntime's CPU session on that graph, fed the
   ImageNet-normalised pixels): a 224x224 image and an odd, non-square one.
 
 The export keeps a dynamic batch, height and width, so one file serves both sizes.
@@ -87,9 +88,9 @@ def make_case(case: str) -> None:
     arrays = {}
     for i, (source, key) in enumerate(INPUTS[case]):
         pixels = reference(source)[key]
-        arrays[f"pixels_{i}"], arrays[f"logits_{i}"] = pixels, run(session, pixels)
+        arrays[f"source_{i}"], arrays[f"logits_{i}"] = f"{source}/{key}", run(session, pixels)
     np.savez_compressed(out_dir / "onnxruntime.npz", **arrays)
-    print(case, {k: v.shape for k, v in arrays.items()})
+    print(case, {k: np.shape(v) for k, v in arrays.items()})
 
 
 def main() -> None:
