@@ -17,7 +17,7 @@ from keras_lcnet.architecture import CLASS_EXPAND, DEFAULT_STRIDES
 from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.mapping import infer_architecture
-from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, read_paddle_onnx
+from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, onnx_in_folder, read_paddle_onnx
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError
@@ -235,6 +235,7 @@ def from_checkpoint(
         ImportError: An ONNX file and no `onnx` package.
     """
     path = hf.resolve_folder(path)  # an hf:// repo is fetched once; its files tell its form
+    path = onnx_in_folder(path) or path  # PaddleX' ONNX folder
     if state is None and timm.is_timm_source(path):
         return _from_timm(path, **overrides)
     if state is None and hf.is_transformers_source(path):

@@ -23,7 +23,12 @@ from keras_lcnet.checkpoints import huggingface as hf
 from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import Sources, assign_arrays, convert_pdparams
-from keras_lcnet.checkpoints.paddle_onnx import PaddleOnnxModel, is_paddle_onnx, read_paddle_onnx
+from keras_lcnet.checkpoints.paddle_onnx import (
+    PaddleOnnxModel,
+    is_paddle_onnx,
+    onnx_in_folder,
+    read_paddle_onnx,
+)
 from keras_lcnet.checkpoints.pdiparams import (
     InferenceModel,
     is_inference_model,
@@ -423,7 +428,7 @@ def load_weights(
     if hf.is_transformers_source(weights):
         load_transformers(model, weights)
         return
-    path = os.fspath(weights)
+    path = onnx_in_folder(weights) or os.fspath(weights)
     if is_inference_model(path):
         load_inference_model(model, path)
         return

@@ -65,6 +65,18 @@ def test_from_checkpoint_matches_onnxruntime(path):
     assert max(_keras_outputs(model, path)) <= TOLERANCE
 
 
+def test_paddlex_onnx_folder_loads_by_folder():
+    """A folder holding inference.onnx and no Paddle model, as PaddleX' ONNX downloads."""
+    folder = DEFAULT.parent
+    model = keras_lcnet.from_checkpoint(folder, classifier_activation=None)
+    assert max(_keras_outputs(model, DEFAULT)) <= TOLERANCE
+    built = keras_lcnet.PPLCNet_x0_25(
+        weights=None, classes=8, class_expand=512, classifier_activation=None
+    )
+    keras_lcnet.weights.load_weights(built, folder)
+    assert max(_keras_outputs(built, DEFAULT)) <= TOLERANCE
+
+
 def test_architecture_is_read_off_the_graph():
     default, textline = read_paddle_onnx(DEFAULT), read_paddle_onnx(TEXTLINE)
     assert default.stride_list == [2, 2, 2, 2, 2]

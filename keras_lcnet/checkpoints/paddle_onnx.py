@@ -101,6 +101,24 @@ def is_paddle_onnx(path: str | os.PathLike) -> bool:
     return len(head) == 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] & 7 == 2
 
 
+def onnx_in_folder(path: str | os.PathLike) -> str | None:
+    """`inference.onnx` of a folder that holds it and no Paddle inference model.
+
+    PaddleX' ONNX downloads are such folders (the ONNX file beside its
+    `inference.yml`); a folder with `inference.pdiparams` too is read as the
+    Paddle inference model it also is.
+
+    Returns:
+        The file's path, or `None`.
+    """
+    path = os.fspath(path)
+    onnx_file = os.path.join(path, "inference.onnx")
+    paddle_model = os.path.join(path, "inference.pdiparams")
+    if os.path.isfile(onnx_file) and not os.path.isfile(paddle_model):
+        return onnx_file
+    return None
+
+
 def read_paddle_onnx(path: str | os.PathLike) -> PaddleOnnxModel:
     """Reads paddle2onnx's ONNX export of PaddleClas' PP-LCNet.
 
