@@ -276,3 +276,51 @@ def test_logits_match_paddleclas_on_other_backends(backend):
     assert len(results) == 4
     worst = max(results, key=results.get)
     assert results[worst] <= TOLERANCE, f"{worst}: {results[worst]:.2e} on {backend}"
+
+
+@pytest.mark.parametrize("deploy", [False, True])
+def test_keras_archive_round_trip(tmp_path, branch_model, deploy):
+    model = keras_lcnet.reparameterize(branch_model) if deploy else branch_model
+    path = str(tmp_path / "v2.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(5).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+
+
+@pytest.mark.parametrize("pooling, shape", [(None, (None, 3, 4, 256)), ("avg", (None, 256))])
+def test_no_top_with_pooling(pooling, shape):
+    model = keras_lcnet.PPLCNetV2(
+        scale=0.25, depths=(1, 1, 1, 2), include_top=False, pooling=pooling,
+        input_shape=(96, 128, 3),
+    )
+    assert tuple(model.output.shape) == shape
+    assert not any(layer.name in ("last_conv", "fc") for layer in model.layers)
+
+
+def test_feature_extractor_gives_the_stage_outputs(branch_model):
+    features = keras_lcnet.feature_extractor(branch_model)
+    maps = features(np.zeros((1, 224, 160, 3), "float32"))
+    assert list(maps) == ["stem", "stages_0", "stages_1", "stages_2", "stages_3"]
+    channels = [16, 32, 64, 128, 256]  # make_divisible(c * 0.25) for c = 64 ... 1024
+    for (stage, fmap), stride, c in zip(maps.items(), (2, 4, 8, 16, 32), channels, strict=True):
+        assert tuple(fmap.shape) == (1, 224 // stride, 160 // stride, c), stage
+    assert features.get_layer("stages_3_1_add") is branch_model.get_layer("stages_3_1_add")
+    with pytest.raises(ValueError, match="choose from"):
+        keras_lcnet.feature_extractor(branch_model, stages=["blocks6"])
+
+
+def test_freeze_backbone_freezes_stages_and_every_batchnorm(case):
+    model = keras_lcnet.PPLCNetV2(weights=CHECKPOINT, **case[0])
+    keras_lcnet.freeze_backbone(model, up_to="stages_1")
+    assert not model.get_layer("stem_0").trainable
+    assert not model.get_layer("stages_1_1_pw_conv").trainable
+    assert model.get_layer("stages_2_0_pw_conv_1").trainable
+    rep = model.get_layer("stages_3_1_dw_conv")
+    assert rep.trainable and not any(bn.trainable for bn in rep.bns)
+    assert all(conv.trainable for conv in rep.convs)
+    keras_lcnet.freeze_backbone(model)  # the whole backbone
+    assert [layer.name for layer in model.layers if layer.trainable_weights] == [
+        "last_conv", "fc"
+    ]
