@@ -52,3 +52,9 @@ VARIANTS_V2: dict[str, tuple[float, tuple[int, int, int, int]]] = {
 DROPOUT_V2 = 0.2
 # Feature stages: the stem (stride 2), then stages.0 ... stages.3 (strides 4 ... 32).
 FEATURE_STAGES_V2 = ("stem", "stages_0", "stages_1", "stages_2", "stages_3")
+
+
+def variant_of(scale: float, depths) -> str | None:
+    """The PaddleClas variant (`"small"`, `"base"`, `"large"`) built by `scale` and `depths`."""
+    key = (scale, tuple(depths))
+    return next((name for name, value in VARIANTS_V2.items() if value == key), None)

@@ -23,6 +23,7 @@ from keras_lcnet.architecture_v2 import (
     STEM_CHANNELS_V2,
     VARIANTS_V2,
     StageConfig,
+    variant_of,
 )
 from keras_lcnet.layers import RepDepthwiseConv2D, SqueezeExcite
 from keras_lcnet.model import (
@@ -33,7 +34,8 @@ from keras_lcnet.model import (
     _validate_hyperparameters,
     _validate_top_args,
 )
-from keras_lcnet.presets import IMAGENET_MEAN, IMAGENET_STD
+from keras_lcnet.presets import IMAGENET_MEAN, IMAGENET_STD, PRETRAINED_TAGS, find_preset_v2
+from keras_lcnet.reparam import reparameterize
 from keras_lcnet.weights_v2 import load_weights_v2, validate_weights_v2
 
 
@@ -48,6 +50,25 @@ def _validate_depths(depths) -> tuple[int, int, int, int]:
             f"e.g. [2, 2, 6, 2]), got {depths!r}."
         )
     return tuple(int(d) for d in depths)
+
+
+def _published_variant(weights, scale: float, depths, channels: int) -> str | None:
+    """The variant whose published weights `weights` names; `None` for other weights."""
+    if weights not in PRETRAINED_TAGS:
+        return None
+    variant = variant_of(scale, depths)
+    if variant is None:
+        published = ", ".join(
+            f"{v}: scale={s}, depths={list(d)}" for v, (s, d) in VARIANTS_V2.items()
+        )
+        raise ValueError(
+            f"`weights='{weights}'` exists for PaddleClas' variants only ({published}); "
+            f"got scale={scale}, depths={list(depths)}. Pass weights=None or a file."
+        )
+    find_preset_v2(variant, weights)  # refuses e.g. small + imagenet_ssld
+    if channels != 3:
+        raise ValueError(f"`weights='{weights}'` needs 3 input channels, got {channels}.")
+    return variant
 
 
 def _conv_bn(x, filters: int, kernel_size: int, strides: int, name: str, depthwise=False):
@@ -140,7 +161,7 @@ def PPLCNetV2(
     scale: float = 1.0,
     depths=VARIANTS_V2["base"][1],
     include_top: bool = True,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = "imagenet",
     input_tensor=None,
     input_shape: tuple | None = None,
     pooling: str | None = None,
@@ -177,11 +198,13 @@ def PPLCNetV2(
         depths: Blocks in each of the four stages (PaddleClas: `[2, 2, 4, 2]`
             small, `[2, 2, 6, 2]` base, `[2, 2, 8, 2]` large).
         include_top: Whether to include the classification head.
-        weights: `None` (random initialization) or the path to a PaddleClas
-            `.pdparams` checkpoint of this architecture (its branches are
-            loaded, then folded when `deploy=True`; its pre-folded `dw_conv`
-            tensors are never used), or a Keras `.weights.h5` / `.keras` file
-            of a model of the same form.
+        weights: `None` (random initialization), `"imagenet"` (PaddleClas'
+            ImageNet-1k weights of the small, base and large variants),
+            `"imagenet_ssld"` (distilled; base only), the path to a
+            PaddleClas `.pdparams` checkpoint of this architecture (its
+            branches are loaded, then folded when `deploy=True`; its
+            pre-folded `dw_conv` tensors are never used), or a Keras
+            `.weights.h5` / `.keras` file of a model of the same form.
         input_tensor: Optional Keras tensor to use as image input.
         input_shape: Optional shape tuple, `(None, None, 3)` by default; at
             least 32x32.
@@ -202,23 +225,28 @@ def PPLCNetV2(
         A `keras.Model` instance.
 
     Raises:
-        ValueError: An invalid argument.
+        ValueError: An invalid argument, or published weights for another
+            architecture (scale, depths, input channels, `classes`).
         CheckpointError: A weights file cannot be read or does not fit the
             model.
+        WeightsUnavailableError: Published weights could not be downloaded.
     """
     validate_weights_v2(weights)
     _validate_top_args(weights, include_top, classes, classifier_activation, pooling)
     _validate_hyperparameters(scale, dropout_rate, CLASS_EXPAND)
     depths = _validate_depths(depths)
-    input_shape, _ = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
+    input_shape, channels = _resolve_input_shape(input_shape, input_tensor, include_preprocessing)
+    variant = _published_variant(weights, scale, depths, channels)
+    # Published weights load into the branch form; it is folded afterwards.
+    build_deploy = bool(deploy) and variant is None
     img_input = _image_input(input_tensor, input_shape)
-    x = _build_features(img_input, scale, depths, include_preprocessing, bool(deploy))
+    x = _build_features(img_input, scale, depths, include_preprocessing, build_deploy)
     x = _build_head(x, include_top, pooling, classes, classifier_activation, dropout_rate)
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     model = keras.Model(inputs, x, name=name or "PPLCNetV2")
     if weights is not None:
-        load_weights_v2(model, weights)
-    return model
+        load_weights_v2(model, weights, variant)
+    return reparameterize(model) if deploy and not build_deploy else model
 
 
 def _named_constructor(variant: str):
@@ -226,7 +254,7 @@ def _named_constructor(variant: str):
 
     def constructor(
         include_top: bool = True,
-        weights: str | os.PathLike | None = None,
+        weights: str | os.PathLike | None = "imagenet",
         input_tensor=None,
         input_shape: tuple | None = None,
         pooling: str | None = None,
@@ -265,8 +293,9 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNetV2 {variant} (scale {scale}, depths {
 
     Args:
         include_top: Whether to include the classification head.
-        weights: `None`, or the path to a PaddleClas `.pdparams` checkpoint
-            or a Keras `.weights.h5` / `.keras` file of this variant.
+        weights: `None`, `"imagenet"`, `"imagenet_ssld"` (where published),
+            or the path to a PaddleClas `.pdparams` checkpoint or a Keras
+            `.weights.h5` / `.keras` file of this variant.
         input_tensor: Optional Keras tensor to use as image input.
         input_shape: Optional shape tuple, `(None, None, 3)` by default.
         pooling: `None`, `"avg"` or `"max"` when `include_top` is `False`.
