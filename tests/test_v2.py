@@ -382,3 +382,32 @@ def test_published_weights_download_convert_and_cache(tiny_preset, keras_home):
 def test_unavailable_published_weights_name_the_file(keras_home):
     with pytest.raises(WeightsUnavailableError, match=r"PPLCNetV2_small_pretrained\.pdparams"):
         keras_lcnet.PPLCNetV2_small(weights="imagenet")
+
+
+def test_model_zoo_v2_table_matches_paddleclas_counts_and_the_registry():
+    page = (FIXTURES.parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in page.splitlines()
+        if line.startswith("| `PPLCNetV2_")
+    ]
+    counts = _paddleclas_counts()
+    assert [row[0] for row in rows] == [f"`PPLCNetV2_{v}`" for v in architecture_v2.VARIANTS_V2]
+
+    def cell(value):
+        return None if value == "\u2013" else float(value)  # an en dash: not published
+
+    for name, scale, depths, params, deployed, *accuracy in rows:
+        variant = name.strip("`").removeprefix("PPLCNetV2_")
+        assert (float(scale), tuple(int(d) for d in depths.split(","))) == (
+            architecture_v2.VARIANTS_V2[variant]
+        )
+        assert int(params.replace(",", "")) == counts[variant]["branch_form"]
+        assert int(deployed.replace(",", "")) == counts[variant]["deploy_form"]
+        published = []
+        for tag in ("imagenet", "imagenet_ssld"):
+            preset = next(
+                (p for p in presets.V2_PRESETS if (p.variant, p.tag) == (variant, tag)), None
+            )
+            published += [preset and preset.top1, preset and preset.top5]
+        assert [cell(value) for value in accuracy] == published, variant
