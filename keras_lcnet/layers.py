@@ -170,7 +170,8 @@ def fold_branches(
         kernel[offset : offset + k, offset : offset + k] += (
             np.asarray(branch_kernel, np.float64) * scale[:, None]
         )
-        bias += np.asarray(bn["beta"], np.float64) - np.asarray(bn["moving_mean"]) * scale
+        mean = np.asarray(bn["moving_mean"], np.float64)
+        bias += np.asarray(bn["beta"], np.float64) - mean * scale
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 

@@ -2,8 +2,7 @@
 
 Reference:
 - PaddleClas `ppcls/arch/backbone/legendary_models/pp_lcnet_v2.py` (Apache-2.0)
-- [PP-LCNetV2 documentation](
-    https://github.com/PaddlePaddle/PaddleClas/blob/release/2.6/docs/en/models/PP-LCNetV2_en.md)
+- PaddleClas `docs/en/models/PP-LCNetV2_en.md` (design notes, published accuracy)
 """
 
 from __future__ import annotations

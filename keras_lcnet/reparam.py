@@ -32,7 +32,7 @@ def reparameterize(model: keras.Model) -> keras.Model:
     Example:
 
     ```python
-    model = keras_lcnet.PPLCNetV2_base(weights="PPLCNetV2_base_pretrained.pdparams")
+    model = keras_lcnet.PPLCNetV2_base(weights="imagenet")
     deployed = keras_lcnet.reparameterize(model)  # fewer, larger kernels: faster
     ```
 
