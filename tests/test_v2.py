@@ -194,6 +194,15 @@ def test_checkpoint_of_another_variant_is_refused(tmp_path, case, deploy):
     assert "\n" not in str(info.value)
 
 
+def test_distillation_student_checkpoint_loads(tmp_path, case, branch_model):
+    state = {f"Student.{k}": v for k, v in read_pdparams(CHECKPOINT).items()}
+    model = keras_lcnet.PPLCNetV2(weights=_write_state(tmp_path, state), **case[0])
+    assert all(
+        np.array_equal(a.numpy(), b.numpy())
+        for a, b in zip(model.weights, branch_model.weights, strict=True)
+    )
+
+
 def test_v1_checkpoint_is_refused(case):
     with pytest.raises(CheckpointError):
         keras_lcnet.PPLCNetV2(weights=str(FIXTURES / "pplcnet_x0_25.pdparams"), **case[0])
