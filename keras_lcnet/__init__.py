@@ -28,6 +28,11 @@ _EXPORTS = {
     "PPLCNet_x1_5": "keras_lcnet.model",
     "PPLCNet_x2_0": "keras_lcnet.model",
     "PPLCNet_x2_5": "keras_lcnet.model",
+    "PPLCNetV2": "keras_lcnet.model_v2",
+    "PPLCNetV2_base": "keras_lcnet.model_v2",
+    "PPLCNetV2_large": "keras_lcnet.model_v2",
+    "PPLCNetV2_small": "keras_lcnet.model_v2",
+    "RepDepthwiseConv2D": "keras_lcnet.layers",
     "ReverseChannels": "keras_lcnet.layers",
     "SqueezeExcite": "keras_lcnet.layers",
     "decode_outputs": "keras_lcnet.decode",
@@ -39,11 +44,16 @@ _EXPORTS = {
     "list_presets": "keras_lcnet.pretrained",
     "load_image": "keras_lcnet.preprocessing",
     "preprocess_input": "keras_lcnet.preprocessing",
+    "reparameterize": "keras_lcnet.reparam",
 }
 
 __all__ = [
     "HardSwish",
     "PPLCNet",
+    "PPLCNetV2",
+    "PPLCNetV2_base",
+    "PPLCNetV2_large",
+    "PPLCNetV2_small",
     "PPLCNet_x0_5",
     "PPLCNet_x0_25",
     "PPLCNet_x0_35",
@@ -52,6 +62,7 @@ __all__ = [
     "PPLCNet_x1_5",
     "PPLCNet_x2_0",
     "PPLCNet_x2_5",
+    "RepDepthwiseConv2D",
     "ReverseChannels",
     "SqueezeExcite",
     "decode_outputs",
@@ -63,12 +74,13 @@ __all__ = [
     "list_presets",
     "load_image",
     "preprocess_input",
+    "reparameterize",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports
     from keras_lcnet.decode import decode_outputs, decode_predictions
     from keras_lcnet.features import feature_extractor, freeze_backbone
-    from keras_lcnet.layers import HardSwish, ReverseChannels, SqueezeExcite
+    from keras_lcnet.layers import HardSwish, RepDepthwiseConv2D, ReverseChannels, SqueezeExcite
     from keras_lcnet.model import (
         PPLCNet,
         PPLCNet_x0_5,
@@ -80,8 +92,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
         PPLCNet_x2_0,
         PPLCNet_x2_5,
     )
+    from keras_lcnet.model_v2 import PPLCNetV2, PPLCNetV2_base, PPLCNetV2_large, PPLCNetV2_small
     from keras_lcnet.preprocessing import load_image, preprocess_input
     from keras_lcnet.pretrained import from_checkpoint, from_preset, list_presets
+    from keras_lcnet.reparam import reparameterize
 
 
 def __getattr__(name: str):

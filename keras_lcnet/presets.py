@@ -515,3 +515,67 @@ def find_preset(scale_or_variant: float | str, tag: str = "imagenet") -> Preset:
         f"PaddleClas publishes no '{tag}' weights for PP-LCNet {variant}. "
         f"Published (width/weights): {published}."
     )
+
+
+# PP-LCNetV2's ImageNet-1k checkpoints, for `PPLCNetV2_{small,base,large}(weights=...)`.
+# Kept apart from PRESETS: those are PP-LCNet (V1) widths (`Preset.scale`), which
+# `from_preset`, the CLI and the docs tables build; a V2 preset's `variant` is
+# "small", "base" or "large". URLs: ppcls' MODEL_URLS for the plain weights; the
+# SSLD file and both accuracies: the model page (V2_ACCURACY_SOURCE), which
+# publishes PPLCNetV2_base and PPLCNetV2_base_ssld only. No accuracy is
+# published for small and large, so none is recorded.
+V2_SOURCE = "PaddleClas ppcls/arch/backbone/legendary_models/pp_lcnet_v2.py (MODEL_URLS)"
+V2_ACCURACY_SOURCE = (
+    "PaddleClas docs/en/models/PP-LCNetV2_en.md (ImageNet-1k val, 224x224 center crop of 256)"
+)
+
+
+def _imagenet_v2(
+    variant: str, tag: str, top1: float | None = None, top5: float | None = None
+) -> Preset:
+    ssld = "_ssld" if tag == "imagenet_ssld" else ""
+    metrics = tuple(
+        Metric(name, value, V2_ACCURACY_SOURCE)
+        for name, value in (("top-1", top1), ("top-5", top5))
+        if value is not None
+    )
+    return Preset(
+        name=f"PPLCNetV2_{variant}_{tag}",
+        variant=variant,
+        tag=tag,
+        url=f"{IMAGENET_URL}PPLCNetV2_{variant}{ssld}_pretrained.pdparams",
+        metrics=metrics,
+        source=V2_ACCURACY_SOURCE if ssld else V2_SOURCE,
+    )
+
+
+V2_PRESETS: tuple[Preset, ...] = (
+    _imagenet_v2("small", "imagenet"),
+    _imagenet_v2("base", "imagenet", 77.04, 93.27),
+    _imagenet_v2("large", "imagenet"),
+    _imagenet_v2("base", "imagenet_ssld", 80.07, 94.87),
+)
+
+
+def find_preset_v2(variant: str, tag: str = "imagenet") -> Preset:
+    """Looks up a published PP-LCNetV2 checkpoint by variant and `weights=` tag.
+
+    Args:
+        variant: `"small"`, `"base"` or `"large"`.
+        tag: `"imagenet"` or `"imagenet_ssld"`.
+
+    Returns:
+        The `Preset`.
+
+    Raises:
+        ValueError: No such checkpoint was published; the message lists
+            those that were.
+    """
+    for preset in V2_PRESETS:
+        if (preset.variant, preset.tag) == (variant, tag):
+            return preset
+    published = ", ".join(f"{p.variant}/{p.tag}" for p in V2_PRESETS)
+    raise ValueError(
+        f"PaddleClas publishes no '{tag}' weights for PPLCNetV2_{variant}. "
+        f"Published (variant/weights): {published}."
+    )

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 # holds the upstream files under their own names, tried instead of upstream.
 MIRROR_ENV = "KERAS_LCNET_MIRROR"
 _CACHE_FORMAT = "keras_lcnet-converted-v1"
+# `(state dict, dropout_rate) -> (arrays, sources)`: convert_pdparams or a variant's own.
+Converter = Callable[[dict[str, np.ndarray], float], tuple[dict[str, np.ndarray], Sources]]
 
 
 def download_url(preset: Preset) -> str:
@@ -128,12 +131,15 @@ def _read_converted(path: str) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _load_pretrained(model: keras.Model, preset: Preset) -> None:
+def _load_pretrained(
+    model: keras.Model, preset: Preset, convert: Converter = convert_pdparams
+) -> None:
     """Loads a published checkpoint, converting it once and caching the result.
 
     A cache entry is used only if it reads back intact and fits the model;
     anything else is rebuilt from the upstream file. The cache is written
     (atomically) only after the upstream file was read and fitted the model.
+    `convert` maps the state dict to Keras paths (PP-LCNetV2 passes its own).
     """
     converted = converted_cache_path(preset)
     cached = _read_converted(converted)
@@ -145,7 +151,7 @@ def _load_pretrained(model: keras.Model, preset: Preset) -> None:
             logger.warning("Rebuilding the stale weights cache %s (%s).", converted, e)
     source = fetch_checkpoint(preset)
     dropout_rate = preset.architecture.get("dropout_rate", PADDLECLAS_DROPOUT)
-    arrays, sources = _convert_download(source, dropout_rate)
+    arrays, sources = _convert_download(source, dropout_rate, convert)
     try:
         assign_arrays(model, arrays, source, sources)
     except CheckpointError as e:
@@ -169,7 +175,7 @@ def _head_hint(arrays: dict[str, np.ndarray], preset: Preset, source: str) -> st
 
 
 def _convert_download(
-    source: str, dropout_rate: float
+    source: str, dropout_rate: float, convert: Converter = convert_pdparams
 ) -> tuple[dict[str, np.ndarray], Sources]:
     """Reads and converts a downloaded checkpoint; a corrupt one is removed."""
     try:
@@ -184,7 +190,7 @@ def _convert_download(
         raise CheckpointError(
             f"{e} The file was removed from the cache; the next call downloads it again."
         ) from None
-    return convert_pdparams(state, dropout_rate=dropout_rate)
+    return convert(state, dropout_rate)
 
 
 def _dropout_rate(model: keras.Model) -> float:

@@ -12,7 +12,7 @@ from helpers import FIXTURES, load_case, run_python
 import keras_lcnet
 from keras_lcnet.architecture import STAGES, STEM, make_divisible
 from keras_lcnet.model import _build_features, stage_output_layer
-from keras_lcnet.presets import VARIANTS
+from keras_lcnet.presets import VARIANTS, InputContract
 
 STAGE_BASE_CHANNELS = {"blocks2": 32, "blocks3": 64, "blocks4": 128, "blocks5": 256, "blocks6": 512}
 STAGE_STRIDES = {"blocks2": 2, "blocks3": 4, "blocks4": 8, "blocks5": 16, "blocks6": 32}
@@ -39,7 +39,7 @@ def test_stage_shapes_per_width(variant):
 def test_builder_stage_outputs_are_the_named_stage_output_layers():
     # feature_extractor and freeze_backbone find stages by these names only.
     inputs = keras.Input((64, 64, 3))
-    features = _build_features(inputs, 0.25, [(2, 2)] * 5, include_preprocessing=True)
+    features = _build_features(inputs, 0.25, [(2, 2)] * 5, contract=InputContract())
     assert list(features) == [STEM, *STAGES]
     model = keras.Model(inputs, features)
     for stage, tensor in features.items():

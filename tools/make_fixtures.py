@@ -39,6 +39,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,17 +287,18 @@ def config_json(case: Case) -> str:
     )
 
 
-def calibrated_model(case: Case):
+def calibrated_model(case: Case, build: Callable[[Any], paddle.nn.Layer] = build_model):
     """The case's ppcls model with informative weights, and its seeded input pixels.
 
     Conv/linear weights keep PaddleClas' own (Kaiming) init from `case.seed`;
     parameters that init leaves trivial are randomised and BN statistics
-    calibrated in train mode, so that outputs depend on the input.
+    calibrated in train mode, so that outputs depend on the input. `build`
+    makes the model from the case (tools/make_v2_fixtures.py builds PPLCNetV2).
     """
     paddle.set_device("cpu")
     paddle.seed(case.seed)
     rng = np.random.RandomState(case.seed)
-    model = build_model(case)
+    model = build(case)
     randomise_trivial_params(model, rng)
     _, height, width = case.inputs[0]
     calibrate_batchnorm(model, synthetic_images(rng, CALIBRATION_BATCH, height, width))
