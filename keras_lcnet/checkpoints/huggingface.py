@@ -18,7 +18,7 @@ import numpy as np
 from keras_lcnet.architecture import BLOCKS, SE_REDUCTION, STAGES, STEM_CHANNELS
 from keras_lcnet.checkpoints.mapping import Sources, convert_tensors, keras_path
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
-from keras_lcnet.presets import InputContract
+from keras_lcnet.presets import VARIANTS, InputContract
 
 HF_SCHEME = "hf://"
 MODEL_TYPE = "pp_lcnet"
@@ -153,7 +153,8 @@ def architecture_from_config(config: dict, path: str) -> dict:
 
     Raises:
         CheckpointError: A setting keras_lcnet's PP-LCNet cannot build (an
-            SE `reduction` other than 4, other blocks or stem channels).
+            SE `reduction` other than 4, other blocks or stem channels, an
+            unpublished width) or a value of the wrong type or range.
     """
     fixed = {
         "reduction": SE_REDUCTION, "stem_channels": STEM_CHANNELS, "divisor": 8,
@@ -163,13 +164,46 @@ def architecture_from_config(config: dict, path: str) -> dict:
         if config.get(key, expected) != expected:
             raise _unsupported(path, f"{key} is {config[key]!r} (PP-LCNet's is {expected!r})")
     labels = config.get("id2label") or {}
-    return {
+    if not isinstance(labels, dict):
+        raise CheckpointError(f"{path}: id2label is {labels!r}, not a mapping of class ids.")
+    found = {
         "scale": config.get("scale", 1.0),
         "stride_list": _stride_list(config, path),
         "class_expand": config.get("class_expand", 1280),
-        "dropout_rate": float(config.get("hidden_dropout_prob", 0.2)),
+        "dropout_rate": config.get("hidden_dropout_prob", 0.2),
         "classes": len(labels) or None,
     }
+    _check_values(found, path)
+    return found
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_values(found: dict, path: str) -> None:
+    """Refuses values of the wrong type or range, before they reach `PPLCNet`."""
+    scale, dropout = found["scale"], found["dropout_rate"]
+    checks = (
+        ("scale", scale, not isinstance(scale, bool) and scale in VARIANTS.values()),
+        ("class_expand", found["class_expand"], _is_count(found["class_expand"])),
+        ("hidden_dropout_prob", dropout, isinstance(dropout, (int, float))
+         and not isinstance(dropout, bool) and 0 <= dropout < 1),
+        ("the stride list", found["stride_list"], all(map(_is_stride, found["stride_list"]))),
+    )
+    for key, value, ok in checks:
+        if not ok:
+            raise CheckpointError(
+                f"{path}: {key} is {value!r}, which a PP-LCNet config does not hold (widths "
+                f"{', '.join(map(str, VARIANTS.values()))}; strides: positive ints or pairs; "
+                "dropout in [0, 1))."
+            )
+    found["dropout_rate"] = float(dropout)
+
+
+def _is_stride(stride) -> bool:
+    pair = stride if isinstance(stride, list) else [stride, stride]
+    return len(pair) == 2 and all(_is_count(s) for s in pair)
 
 
 def read_input_contract(folder: str) -> InputContract | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from keras_lcnet.architecture import BLOCKS, CLASS_EXPAND, STEM, variant_of_channels
@@ -20,6 +19,7 @@ from keras_lcnet.presets import VARIANTS
 
 if TYPE_CHECKING:
     import h5py
+    import keras
 
     ArrayLike = np.ndarray | h5py.Dataset
 
