@@ -253,15 +253,15 @@ def architecture_of_layers(layers: Mapping[str, Mapping]) -> dict | None:
 
 FORMS: list[Form] = [
     # First match wins, as in `load_weights`: folders and hf:// before files.
-    Form("transformers", "transformers PP-LCNet checkpoint (config.json + model.safetensors)",
+    Form("transformers", "transformers PP-LCNet checkpoint",
          lambda s: hf.is_transformers_source(s), _describe_transformers, "config.json"),
-    Form("paddle-inference", "Paddle inference model (inference.json + .pdiparams)",
+    Form("paddle-inference", "Paddle inference model",
          lambda s: not s.startswith(hf.HF_SCHEME) and is_inference_model(s), _describe_inference,
          "tensor shapes and program"),
     # Further forms (timm safetensors, paddle2onnx .onnx, legacy .pdmodel) go here.
-    Form("keras", "Keras weights or model file (.weights.h5, .keras, .h5)",
+    Form("keras", "Keras file",
          _starts_with(_HDF5_SIGNATURE, _ZIP_SIGNATURE), _describe_keras, "model config"),
-    Form("safetensors", "bare transformers model.safetensors (no config.json)",
+    Form("safetensors", "bare transformers .safetensors file",
          lambda s: _is_file(s) and hf.is_safetensors(s), _describe_safetensors, "tensor shapes"),
     Form("pdparams", "PaddleClas .pdparams checkpoint", _is_file, _describe_pdparams,
          "tensor shapes"),
