@@ -80,6 +80,7 @@ def _transformers_config(folder: str, config: dict, state: dict, overrides: dict
     """The `PPLCNet` arguments for a transformers checkpoint folder, `overrides` merged in."""
     config_path = os.path.join(folder, hf.CONFIG_FILE)
     found = hf.architecture_from_config(config, config_path)
+    hf.check_config_against_tensors(found, state, config_path)  # before building anything
     found["include_top"] = "head.weight" in state  # a PPLCNetBackbone has no head
     found["use_last_conv"] = True  # transformers' classifier always has it
     if not found["include_top"]:

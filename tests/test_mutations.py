@@ -196,10 +196,14 @@ def _fuzz_pdparams(tmp_path, model: _LoadedModel, seed: int, count: int) -> None
 def _fuzz_transformers(tmp_path, model: _LoadedModel, seed: int, count: int) -> None:
     from keras_lcnet.weights import load_transformers
 
-    outcomes = collections.Counter()
+    outcomes, built = collections.Counter(), {}
     limit = MEMORY_FACTOR * PDPARAMS.stat().st_size
     for case, folder in transformers_cases(tmp_path, seed, count):
         described = _read(describe_checkpoint, folder, limit, case)
+        if not isinstance(described, Exception):  # each architecture a config gives builds
+            architecture = json.dumps(described["architecture"])
+            if architecture not in built:
+                built[architecture] = _build(folder, case)
         # A model built with other strides than the config's: the documented ValueError.
         error = model.load(load_transformers, folder, errors=(ValueError,))
         if error:
@@ -208,9 +212,22 @@ def _fuzz_transformers(tmp_path, model: _LoadedModel, seed: int, count: int) -> 
             assert described["architecture"]["classes"] == 8, case
         outcomes[f"describe {'error' if isinstance(described, Exception) else 'ok'}, "
                  f"load {'error' if error else 'ok'}"] += 1
-    print(f"{count} mutated transformers folders: {dict(outcomes)}")
+    print(f"{count} mutated transformers folders: {dict(outcomes)}; {len(built)} architectures "
+          f"built: {collections.Counter(built.values())}")
     assert sum(outcomes.values()) == count
     assert sum(n for key, n in outcomes.items() if "load error" in key) > count // 4
+
+
+def _build(folder, case: str) -> str:
+    """How `from_checkpoint` ends for a folder: "built" or the library's error."""
+    import keras_lcnet
+
+    try:
+        keras_lcnet.from_checkpoint(folder, include_preprocessing=False)
+    except CheckpointError as e:
+        _check_error(e, case)
+        return "refused"
+    return "built"
 
 
 def test_mutated_pdparams_fail_cleanly(tmp_path, x0_25):
@@ -273,3 +290,45 @@ def test_a_huge_memo_index_is_refused_before_the_unpickler_allocates(tmp_path):
     error, peak = _traced(read_pdparams, path)
     assert isinstance(error, CheckpointError) and "memo index 4294967295" in str(error)
     assert peak < MEMORY_FACTOR * len(data)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # Found by the mutations: a class_expand the weights do not have was built first
+        # (a 4 TB kernel: TensorFlow's ResourceExhaustedError), ...
+        ({"class_expand": 2**40}, "class_expand means 1099511627776 rows in"),
+        ({"id2label": {"0": "a", "1": "b", "2": "c"}}, "id2label means 3 rows in 'head.weight'"),
+        # ... a stride no input survives built a model, and values of another type
+        # escaped as TypeError or a bare ValueError.
+        ({"stem_stride": 2**62}, "the stride list is [4611686018427387904, 2, 2, 2, 2]"),
+        ({"hidden_dropout_prob": [0.2]}, "hidden_dropout_prob is [0.2]"),
+        ({"hidden_dropout_prob": "0.2"}, "hidden_dropout_prob is '0.2'"),
+        ({"scale": "0.25"}, "scale is '0.25'"),
+        ({"class_expand": 0.5}, "class_expand is 0.5"),
+        ({"id2label": 5}, "id2label is 5, not a mapping"),
+    ],
+)
+def test_config_values_are_checked_before_a_model_is_built(change, message, tmp_path):
+    import keras_lcnet
+
+    folder = transformers_folder(PDPARAMS, tmp_path / "hf")
+    config = json.loads((folder / hf.CONFIG_FILE).read_text())
+    (folder / hf.CONFIG_FILE).write_text(json.dumps({**config, **change}))
+    with pytest.raises(CheckpointError) as info:
+        keras_lcnet.from_checkpoint(folder)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError):
+        describe_checkpoint(folder)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"image_mean": ["a", "b", "c"]}, {"image_std": [0.2, 0.2]}, {"crop_size": {"height": -1,
+     "width": 2}}, {"resize_short": "256"}, {"crop_size": "224"}],
+)
+def test_preprocessor_values_are_checked(change, tmp_path):
+    folder = transformers_folder(PDPARAMS, tmp_path / "hf")
+    (folder / hf.PREPROCESSOR_FILE).write_text(json.dumps({**PREPROCESSOR, **change}))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json"):
+        describe_checkpoint(folder)

@@ -154,6 +154,7 @@ def _describe_transformers(source: str) -> dict:
     config = hf.read_config(folder)
     found = hf.architecture_from_config(config, config_path)
     shapes = _safetensors_shapes(os.path.join(folder, hf.WEIGHTS_FILE))
+    hf.check_config_against_tensors(found, shapes, config_path)
     include_top = "head.weight" in shapes  # a PPLCNetBackbone has no head
     if include_top:  # the head's rows, whether or not config.json lists id2label
         found["classes"] = shapes["head.weight"][0] if shapes["head.weight"] else None

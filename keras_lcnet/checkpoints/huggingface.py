@@ -12,10 +12,18 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
-from keras_lcnet.architecture import BLOCKS, SE_REDUCTION, STAGES, STEM_CHANNELS
+from keras_lcnet.architecture import (
+    BLOCKS,
+    SE_REDUCTION,
+    STAGES,
+    STEM,
+    STEM_CHANNELS,
+    stage_channels,
+)
 from keras_lcnet.checkpoints.mapping import Sources, convert_tensors, keras_path
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
 from keras_lcnet.presets import VARIANTS, InputContract
@@ -195,15 +203,42 @@ def _check_values(found: dict, path: str) -> None:
         if not ok:
             raise CheckpointError(
                 f"{path}: {key} is {value!r}, which a PP-LCNet config does not hold (widths "
-                f"{', '.join(map(str, VARIANTS.values()))}; strides: positive ints or pairs; "
+                f"{', '.join(map(str, VARIANTS.values()))}; strides 1 or 2, or pairs of them; "
                 "dropout in [0, 1))."
             )
     found["dropout_rate"] = float(dropout)
 
 
 def _is_stride(stride) -> bool:
+    """PP-LCNet's strides: 1 or 2, or a pair of them (text-line models: `[2, 1]`)."""
     pair = stride if isinstance(stride, list) else [stride, stride]
-    return len(pair) == 2 and all(_is_count(s) for s in pair)
+    return len(pair) == 2 and all(_is_count(s) and s <= 2 for s in pair)
+
+
+def check_config_against_tensors(found: dict, shapes: Mapping[str, object], path: str) -> None:
+    """Refuses a config whose widths the tensors contradict, before a model is built from it.
+
+    Args:
+        found: `architecture_from_config`'s result.
+        shapes: `{transformers name: array or shape}` of the folder's weights.
+        path: The config's path, for messages.
+
+    Raises:
+        CheckpointError: `scale`, `class_expand` or the `id2label` count is not
+            what the stem, `last_convolution` or `head` tensor has.
+    """
+    rows = {
+        "scale": ("encoder.convolution.convolution.weight", stage_channels(found["scale"])[STEM]),
+        "class_expand": ("last_convolution.weight", found["class_expand"]),
+        "id2label": ("head.weight", found["classes"]),
+    }
+    for name, (key, expected) in rows.items():
+        shape = tuple(getattr(shapes.get(key), "shape", shapes.get(key)) or ())
+        if key in shapes and expected is not None and shape[:1] != (expected,):
+            raise CheckpointError(
+                f"{path}: {name} means {expected} rows in '{key}', which has shape "
+                f"{list(shape)}: the config and the weights are not of one model."
+            )
 
 
 def read_input_contract(folder: str) -> InputContract | None:
@@ -227,7 +262,7 @@ def read_input_contract(folder: str) -> InputContract | None:
             config = json.load(f)
         crop = config.get("crop_size") or {"height": 224, "width": 224}
         size = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
-        return InputContract(
+        contract = InputContract(
             size=tuple(size),
             resize_short=config.get("resize_short", 256),
             channel_order="BGR",
@@ -235,8 +270,19 @@ def read_input_contract(folder: str) -> InputContract | None:
             mean=tuple(config.get("image_mean", (0.406, 0.456, 0.485)))[::-1],
             std=tuple(config.get("image_std", (0.225, 0.224, 0.229)))[::-1],
         )
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path} is not a readable image processor config ({e}).") from None
+    numbers = [*contract.mean, *contract.std]
+    if (
+        not all(map(_is_count, contract.size)) or len(contract.size) != 2
+        or not (contract.resize_short is None or _is_count(contract.resize_short))
+        or len(numbers) != 6 or not all(isinstance(x, (int, float)) for x in numbers)
+    ):
+        raise CheckpointError(
+            f"{path}: crop_size, resize_short, image_mean or image_std is not a size or 3 "
+            "numbers as PPLCNetImageProcessor writes them."
+        )
+    return contract
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
