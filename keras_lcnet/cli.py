@@ -716,7 +716,7 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
     """Parent parsers for the flags several commands share."""
     variant = argparse.ArgumentParser(add_help=False)
     variant.add_argument("--variant", type=_variant, default=None,
-                         help=f"width, e.g. x0_25 (default: a .pdparams file's own, else "
+                         help=f"width, e.g. x0_25 (default: a checkpoint's own, else "
                          f"{DEFAULT_VARIANT})")
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--weights", default=None,
@@ -724,7 +724,7 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
                          ".weights.h5 file (default imagenet)")
     architecture = argparse.ArgumentParser(add_help=False)
     architecture.add_argument("--classes", type=_positive_int, default=None,
-                              help="number of classes (default: a .pdparams file's own, else "
+                              help="number of classes (default: a checkpoint's own, else "
                               "1000)")
     architecture.add_argument("--stride-list", type=_stride_list, default=None,
                               help="PaddleClas stride_list, e.g. '2,[2,1],[2,1],[2,1],[2,1]' "
@@ -797,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="keras-lcnet",
-        description="PP-LCNet for Keras 3: classify images, convert PaddleClas "
+        description="PP-LCNet for Keras 3: classify images, convert or describe "
         "checkpoints, list the presets (published weights), export to LiteRT/ONNX and time "
         "them.",
     )
