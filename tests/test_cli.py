@@ -419,6 +419,14 @@ def test_info_of_a_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert err.startswith(f"keras-lcnet: error: {bad} is not a readable") and "\n" not in err
 
 
+def test_describe_checkpoint_refuses_what_no_form_reads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such file or folder"):
+        keras_lcnet.describe_checkpoint(tmp_path / "missing.pdparams")
+    # A folder is meant as an inference model, unless it holds a transformers config.json.
+    with pytest.raises(keras_lcnet.errors.CheckpointError, match=r"no inference\.json and"):
+        keras_lcnet.describe_checkpoint(tmp_path)
+
+
 INFO_SOURCE_WITHOUT_KERAS = """
 import sys
 from keras_lcnet.cli import main

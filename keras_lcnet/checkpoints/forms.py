@@ -279,19 +279,16 @@ def find_form(source: str | os.PathLike) -> Form:
         The `Form`.
 
     Raises:
-        FileNotFoundError: `source` is neither a file, a folder nor an `hf://` repo.
-        CheckpointError: A folder no form reads.
+        FileNotFoundError: `source` does not exist (and is not an `hf://` repo).
+        CheckpointError: `source` is neither a file nor a folder (a FIFO, ...).
     """
     source = os.fspath(source)
     for form in FORMS:
         if form.detect(source):
             return form
     if not os.path.exists(source):
-        raise FileNotFoundError(f"{source}: no such file or folder (nor an hf://owner/repo).")
-    raise CheckpointError(
-        f"{source} is a folder without config.json (transformers) or inference.json + "
-        ".pdiparams (Paddle inference model): pass the checkpoint file itself."
-    )
+        raise FileNotFoundError(f"No such file or folder: {source}")
+    raise CheckpointError(f"{source} is neither a file nor a folder: not a checkpoint.")
 
 
 def describe_checkpoint(source: str | os.PathLike) -> dict:
