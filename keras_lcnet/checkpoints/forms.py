@@ -25,7 +25,7 @@ from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError
-from keras_lcnet.presets import VARIANTS
+from keras_lcnet.presets import VARIANTS, InputContract
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # as keras_files, which imports Keras
 _ZIP_SIGNATURE = b"PK\x03\x04"
@@ -172,7 +172,7 @@ def _describe_transformers(source: str) -> dict:
     }
 
 
-def _contract(contract) -> dict:
+def _contract(contract: InputContract) -> dict:
     return {
         "size": list(contract.size),
         "resize_short": contract.resize_short,
