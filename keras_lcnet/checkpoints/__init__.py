@@ -7,6 +7,8 @@
   read with NumPy alone, tensors named by creation order.
 - `huggingface`: transformers' PP-LCNet (`config.json` + `model.safetensors`,
   a folder or `hf://owner/repo`), read with safetensors' NumPy API.
+- `forms`: the table of forms (detector, describer) behind
+  `describe_checkpoint` and `keras-lcnet info SOURCE`.
 - `mapping`: upstream names -> Keras variable paths and layouts, the
   dropout fold, all-or-nothing assignment with shape checks, and the
   architecture a checkpoint implies.
