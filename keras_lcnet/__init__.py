@@ -37,6 +37,7 @@ _EXPORTS = {
     "SqueezeExcite": "keras_lcnet.layers",
     "decode_outputs": "keras_lcnet.decode",
     "decode_predictions": "keras_lcnet.decode",
+    "describe_checkpoint": "keras_lcnet.checkpoints.forms",
     "feature_extractor": "keras_lcnet.features",
     "freeze_backbone": "keras_lcnet.features",
     "from_checkpoint": "keras_lcnet.pretrained",
@@ -67,6 +68,7 @@ __all__ = [
     "SqueezeExcite",
     "decode_outputs",
     "decode_predictions",
+    "describe_checkpoint",
     "feature_extractor",
     "freeze_backbone",
     "from_checkpoint",
@@ -78,6 +80,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports
+    from keras_lcnet.checkpoints.forms import describe_checkpoint
     from keras_lcnet.decode import decode_outputs, decode_predictions
     from keras_lcnet.features import feature_extractor, freeze_backbone
     from keras_lcnet.layers import HardSwish, RepDepthwiseConv2D, ReverseChannels, SqueezeExcite

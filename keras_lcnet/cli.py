@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from keras_lcnet import __version__, presets
-from keras_lcnet.architecture import MIN_INPUT_SIZE
+from keras_lcnet.architecture import DEFAULT_STRIDES, MIN_INPUT_SIZE
 from keras_lcnet.cache import cache_dir, is_cached
 from keras_lcnet.labels import preset_labels
 from keras_lcnet.presets import PRETRAINED_TAGS, VARIANTS, Preset, get_preset, variant_name
@@ -51,6 +51,19 @@ def _preset(value: str) -> str:
         return get_preset(value).name
     except ValueError as e:  # the message suggests the closest name
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _info_target(value: str) -> tuple[str, str]:
+    """`info`'s argument: a known preset name first, else an existing checkpoint or hf:// repo."""
+    try:
+        return "preset", get_preset(value).name
+    except ValueError as e:
+        if value.startswith("hf://") or os.path.exists(value):
+            return "checkpoint", value
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a preset nor an existing checkpoint file, folder or "
+            f"hf://owner/repo: {e}"
+        ) from None
 
 
 def _number(value: str, kind: type):
@@ -165,19 +178,20 @@ def _load_call(path: str, kwargs: dict) -> str:
     defaults = inspect.signature(PPLCNet).parameters
     # json.dumps makes (2, 2, 2, 2, 2) and [2, 2, 2, 2, 2] the same stride_list.
     arguments = [f"weights={path!r}"] + [
-        f"{name}={value!r}"
-        for name, value in kwargs.items()
-        if name != "scale" and json.dumps(value) != json.dumps(defaults[name].default)
+        f"{name}={kwargs[name]!r}"
+        for name in defaults  # in PPLCNet's argument order
+        if name in kwargs and name != "scale"
+        and json.dumps(kwargs[name]) != json.dumps(defaults[name].default)
     ]
     return f"keras_lcnet.PPLCNet_{variant_name(kwargs['scale'])}({', '.join(arguments)})"
 
 
-def _preset_load_call(path: str, preset: Preset, logits: bool) -> str:
+def _preset_load_call(path: str, preset: Preset, overrides: dict) -> str:
     """The Python expression that rebuilds a converted preset model from `path`."""
     if path.endswith(".keras"):
         return f"keras.saving.load_model({path!r})"
-    activation = ", classifier_activation=None" if logits else ""
-    return f"keras_lcnet.from_preset({preset.name!r}, weights={path!r}{activation})"
+    arguments = "".join(f", {name}={value!r}" for name, value in overrides.items())
+    return f"keras_lcnet.from_preset({preset.name!r}, weights={path!r}{arguments})"
 
 
 def _save_atomically(model: keras.Model, path: str) -> None:
@@ -400,53 +414,110 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if len(paths) == len(args.images) else 1
 
 
-def _convert_checkpoint(args: argparse.Namespace, state: dict) -> tuple[keras.Model, str, str]:
-    """The model a checkpoint's shapes and the flags describe, its head, and its load call."""
-    from keras_lcnet.pretrained import checkpoint_config, from_checkpoint
+def _architecture_text(arch: dict) -> str:
+    """An architecture on one line: width, head, strides unless default, last conv, dropout."""
+    parts = [f"PPLCNet_{arch['variant']}"]
+    parts.append(f"{arch['classes']} classes" if arch["include_top"] else "no classifier")
+    strides = arch["stride_list"]
+    if strides is None:
+        parts.append("strides not recorded")
+    elif strides != list(DEFAULT_STRIDES):
+        parts.append(f"strides {json.dumps(strides, separators=(',', ':'))}")
+    if arch["include_top"]:
+        has_last = arch["use_last_conv"]
+        parts.append(f"last conv {arch['class_expand']}" if has_last else "no last conv")
+        if has_last:
+            dropout = arch["dropout_rate"]
+            parts.append("dropout not recorded" if dropout is None else f"dropout {dropout:g}")
+    return ", ".join(parts)
 
-    overrides = _flag_overrides(args, args.logits)
-    kwargs = checkpoint_config(state, args.checkpoint, **overrides)
-    model = from_checkpoint(args.checkpoint, state=state, **overrides)
-    head = "no classifier"
-    if "classes" in kwargs:
-        head = f"{kwargs['classes']} classes, " + ("logits" if args.logits else "softmax scores")
-    return model, head, _load_call(args.output, kwargs)
+
+def _origin_text(described: dict, args: argparse.Namespace, built: dict) -> str:
+    """Where `convert` took each part of the architecture from."""
+    origin = f"read from the {described['title']}'s {described['architecture_from']}"
+    flags = {"stride_list": "--stride-list", "dropout_rate": "--dropout-rate"}
+    unrecorded = [
+        f"{name} ({flag if getattr(args, name) is not None else 'default'})"
+        for name, flag in flags.items()
+        if described["architecture"][name] is None and built[name] is not None
+    ]
+    return origin + (f"; not in the file: {', '.join(unrecorded)}" if unrecorded else "")
 
 
-def _convert_preset(
-    args: argparse.Namespace, state: dict | None
+def _rebuild_kwargs(arch: dict, args: argparse.Namespace) -> dict:
+    """The `PPLCNet` arguments of a converted model's architecture (for `_load_call`)."""
+    kwargs = {"scale": arch["scale"], "include_top": arch["include_top"],
+              "stride_list": arch["stride_list"]}
+    if args.no_preprocessing:
+        kwargs["include_preprocessing"] = False
+    if arch["include_top"]:
+        kwargs.update(classes=arch["classes"], use_last_conv=arch["use_last_conv"],
+                      classifier_activation=None if args.logits else "softmax")
+    if arch["include_top"] and arch["use_last_conv"]:
+        kwargs.update(class_expand=arch["class_expand"], dropout_rate=arch["dropout_rate"])
+    return kwargs
+
+
+def _convert_checkpoint(
+    args: argparse.Namespace, described: dict
 ) -> tuple[keras.Model, str, str]:
+    """The model `from_checkpoint` builds from any checkpoint form and the flags, and the rest."""
+    from keras_lcnet.checkpoints.forms import architecture_of_layers
+    from keras_lcnet.pretrained import from_checkpoint
+
+    if described["form"] == "keras":  # nothing to convert
+        raise ValueError(
+            f"{args.checkpoint} is a Keras file already: load it with keras.saving.load_model "
+            "(.keras) or as weights= of the model it was saved from (.weights.h5)."
+        )
+    overrides = _flag_overrides(args, args.logits)
+    if args.no_preprocessing:
+        overrides["include_preprocessing"] = False
+    model = from_checkpoint(args.checkpoint, **overrides)
+    built = architecture_of_layers({layer.name: layer.get_config() for layer in model.layers})
+    print(f"Architecture: {_architecture_text(built)} ({_origin_text(described, args, built)})")
+    head = "no classifier"
+    if built["include_top"]:
+        head = f"{built['classes']} classes, " + ("logits" if args.logits else "softmax scores")
+    return model, head, _load_call(args.output, _rebuild_kwargs(built, args))
+
+
+def _convert_preset(args: argparse.Namespace) -> tuple[keras.Model, str, str]:
     """A preset's model with its published weights (fetched) or a local file's, and the rest.
 
-    The preset gives what a checkpoint cannot tell: strides, dropout, input size.
+    The preset gives what a checkpoint may not tell: strides, dropout, input size.
     """
     from keras_lcnet.errors import CheckpointError
     from keras_lcnet.pretrained import from_preset
-    from keras_lcnet.weights import load_pdparams
+    from keras_lcnet.weights import load_weights
 
     preset = get_preset(args.preset)
-    activation = {"classifier_activation": None} if args.logits else {}
-    if state is None:
-        model = from_preset(preset.name, **activation)  # from the cache, or downloaded
+    overrides = {"classifier_activation": None} if args.logits else {}
+    if args.no_preprocessing:
+        overrides["include_preprocessing"] = False
+    if args.checkpoint is None:
+        model = from_preset(preset.name, **overrides)  # from the cache, or downloaded
     else:
-        model = from_preset(preset.name, weights=None, **activation)
+        model = from_preset(preset.name, weights=None, **overrides)
         try:
-            load_pdparams(model, args.checkpoint, state)
+            load_weights(model, args.checkpoint)
         except CheckpointError as e:
             raise CheckpointError(f"Not a checkpoint of preset '{preset.name}': {e}") from None
     outputs = "logits" if args.logits else f"{preset.activation} scores"
     head = f"preset '{preset.name}', {preset.classes} classes, {outputs}"
-    return model, head, _preset_load_call(args.output, preset, args.logits)
+    return model, head, _preset_load_call(args.output, preset, overrides)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from keras_lcnet.checkpoints.pdparams import read_pdparams
+    from keras_lcnet.checkpoints.forms import describe_checkpoint
 
     # NumPy only: a bad file fails before Keras loads.
-    state = None if args.checkpoint is None else read_pdparams(args.checkpoint)
+    described = None if args.checkpoint is None else describe_checkpoint(args.checkpoint)
     _import_keras()
-    convert = _convert_checkpoint if args.preset is None else _convert_preset
-    model, head, load_call = convert(args, state)
+    if args.preset is None:
+        model, head, load_call = _convert_checkpoint(args, described)
+    else:
+        model, head, load_call = _convert_preset(args)
     _save_atomically(model, args.output)
     print(f"Wrote {args.output} ({model.name}, {head}). Load it with\n    {load_call}")
     if args.output.endswith(".keras"):
@@ -454,12 +525,63 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels_line(described: dict) -> str:
+    labels, arch = described["labels"], described["architecture"]
+    if labels:
+        shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
+        return f"{shown} ({len(labels)} labels)"
+    if arch and arch["include_top"]:
+        return f"none in the file: outputs decode to class indices 0-{arch['classes'] - 1}"
+    return "none"
+
+
+def _input_line(contract: dict | None) -> str:
+    if contract is None:
+        return "not recorded (PaddleClas' default: 224x224, RGB, ImageNet statistics)"
+    short = contract["resize_short"]
+    resize = "direct resize" if short is None else f"center crop of short side {short}"
+    return (
+        f"{contract['size'][0]}x{contract['size'][1]} (height x width), {resize}, "
+        f"{contract['channel_order']} normalized with mean {contract['mean']} and std "
+        f"{contract['std']}"
+    )
+
+
+def _describe_source(source: str, as_json: bool) -> None:
+    """`info SOURCE`: a checkpoint's form, architecture, size, labels and input contract."""
+    from keras_lcnet.checkpoints.forms import describe_checkpoint
+
+    described = describe_checkpoint(source)
+    if as_json:
+        print(json.dumps(described))
+        return
+    arch = described["architecture"]
+    fields = {
+        "form": f"{described['form']} ({described['title']})",
+        "architecture": "not recorded (a weights file: build the model it was saved from)"
+        if arch is None
+        else f"{_architecture_text(arch)} (read from its {described['architecture_from']})",
+        "tensors": f"{described['tensors']} ({described['parameters']:,} numbers, "
+        "BatchNorm statistics included)",
+        "labels": _labels_line(described),
+        "input": _input_line(described["input"]),
+    }
+    print(source)
+    for key, value in fields.items():
+        print(f"  {key + ':':<13} {value}")
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    # Keras is not imported: the registry, label files and cache are plain files.
-    if args.preset is None:
+    # Keras is not imported: the registry, label files, cache and checkpoint readers need
+    # only plain files and NumPy.
+    if args.source is None:
         _list_presets()
+        return 0
+    kind, value = args.source
+    if kind == "preset":
+        _describe(get_preset(value))
     else:
-        _describe(get_preset(args.preset))
+        _describe_source(value, args.json)
     return 0
 
 
@@ -560,6 +682,12 @@ def _check_predict(args: argparse.Namespace) -> str | None:
     return _preset_conflict(args)
 
 
+def _check_info(args: argparse.Namespace) -> str | None:
+    if args.json and (args.source is None or args.source[0] == "preset"):
+        return "argument --json: applies to info SOURCE, a checkpoint file, folder or hf:// repo"
+    return None
+
+
 def _check_convert(args: argparse.Namespace) -> str | None:
     if args.checkpoint is None and args.preset is None:
         return "give the CHECKPOINT to convert, or --preset NAME to fetch a published one"
@@ -588,7 +716,7 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
     """Parent parsers for the flags several commands share."""
     variant = argparse.ArgumentParser(add_help=False)
     variant.add_argument("--variant", type=_variant, default=None,
-                         help=f"width, e.g. x0_25 (default: a .pdparams file's own, else "
+                         help=f"width, e.g. x0_25 (default: a checkpoint's own, else "
                          f"{DEFAULT_VARIANT})")
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--weights", default=None,
@@ -596,7 +724,7 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
                          ".weights.h5 file (default imagenet)")
     architecture = argparse.ArgumentParser(add_help=False)
     architecture.add_argument("--classes", type=_positive_int, default=None,
-                              help="number of classes (default: a .pdparams file's own, else "
+                              help="number of classes (default: a checkpoint's own, else "
                               "1000)")
     architecture.add_argument("--stride-list", type=_stride_list, default=None,
                               help="PaddleClas stride_list, e.g. '2,[2,1],[2,1],[2,1],[2,1]' "
@@ -624,10 +752,16 @@ def _add_predict(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
 
 
 def _add_convert(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("convert", help="convert a PaddleClas .pdparams file to a Keras file",
+    p = sub.add_parser("convert", help="convert a checkpoint (.pdparams, Paddle inference "
+                       "model, transformers folder or hf:// repo, ...) to a Keras file",
                        parents=[shared["variant"], shared["architecture"]])
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="PaddleClas .pdparams file (default with --preset: the published one)")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="SOURCE",
+                   help="any checkpoint keras_lcnet.from_checkpoint reads: a .pdparams file, a "
+                   "Paddle inference model folder, a transformers folder, hf://owner/repo[@rev] "
+                   "(default with --preset: the published one)")
+    p.add_argument("--no-preprocessing", action="store_true",
+                   help="the model takes normalized pixels (include_preprocessing=False), as "
+                   "transformers checkpoints whose processor feeds BGR need")
     p.add_argument("--preset", type=_preset, default=None, metavar="NAME",
                    help="the preset the checkpoint belongs to (its architecture and input "
                    "size); without a CHECKPOINT, its published file is fetched")
@@ -663,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="keras-lcnet",
-        description="PP-LCNet for Keras 3: classify images, convert PaddleClas "
+        description="PP-LCNet for Keras 3: classify images, convert or describe "
         "checkpoints, list the presets (published weights), export to LiteRT/ONNX and time "
         "them.",
     )
@@ -674,10 +808,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub, shared)
 
     p = sub.add_parser("info", help="list the presets (PaddleClas' and PaddleX' published "
-                       "PP-LCNet weights), or describe one")
-    p.add_argument("preset", nargs="?", type=_preset, default=None,
-                   help="describe this preset in full (default: list them all)")
-    p.set_defaults(func=_cmd_info)
+                       "PP-LCNet weights), describe one, or describe a checkpoint")
+    p.add_argument("source", nargs="?", type=_info_target, default=None, metavar="NAME|SOURCE",
+                   help="a preset to describe in full, or a checkpoint (any form "
+                   "from_checkpoint reads: file, folder, hf://owner/repo) to describe without "
+                   "building a model (default: list the presets)")
+    p.add_argument("--json", action="store_true",
+                   help="print the checkpoint's description as one JSON object")
+    p.set_defaults(func=_cmd_info, check=_check_info)
 
     p = sub.add_parser("export", help="export to LiteRT (.tflite) or ONNX, verified against Keras",
                        parents=[shared["variant"], shared["weights"], shared["architecture"]])
@@ -713,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader left (`keras-lcnet info | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, NotImplementedError) as e:
         _error(e)
         return 1
 

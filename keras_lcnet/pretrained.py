@@ -29,6 +29,7 @@ from keras_lcnet.weights import (
     load_pdparams,
     load_timm,
     load_transformers,
+    load_weights,
 )
 
 # Arguments a PaddleClas checkpoint's shapes determine; overrides may only agree.
@@ -89,6 +90,7 @@ def _transformers_config(folder: str, config: dict, state: dict, overrides: dict
     """The `PPLCNet` arguments for a transformers checkpoint folder, `overrides` merged in."""
     config_path = os.path.join(folder, hf.CONFIG_FILE)
     found = hf.architecture_from_config(config, config_path)
+    hf.check_config_against_tensors(found, state, config_path)  # before building anything
     found["include_top"] = "head.weight" in state  # a PPLCNetBackbone has no head
     found["use_last_conv"] = True  # transformers' classifier always has it
     if not found["include_top"]:
@@ -250,6 +252,12 @@ def from_checkpoint(
         return model
     if state is None and is_paddle_onnx(path):
         return _from_paddle_onnx(path, **overrides)
+    if state is None and os.path.isfile(path) and hf.is_safetensors(path):
+        # A bare transformers model.safetensors: shapes only, strides as given.
+        paddle = hf.paddle_state(hf.read_safetensors(path))
+        model = PPLCNet(weights=None, **checkpoint_config(paddle, path, **overrides))
+        load_weights(model, path)
+        return model
     state = read_pdparams(path) if state is None else state
     model = PPLCNet(weights=None, **checkpoint_config(state, path, **overrides))
     load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate

@@ -9,7 +9,8 @@ import keras
 
 from keras_lcnet.architecture_v2 import DROPOUT_V2
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
-from keras_lcnet.checkpoints.mapping import assign_arrays, convert_pdparams_v2, fold_rep_arrays
+from keras_lcnet.checkpoints.mapping import assign_arrays
+from keras_lcnet.checkpoints.mapping_v2 import convert_pdparams_v2, fold_rep_arrays
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.presets import PRETRAINED_TAGS, find_preset_v2
 from keras_lcnet.weights import _load_pretrained

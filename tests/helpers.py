@@ -1,14 +1,17 @@
-"""Test helpers: the reference fixtures, test presets, tolerances and a subprocess runner."""
+"""Test helpers: the reference fixtures, test presets, tolerances, a subprocess runner,
+transformers-named copies of the fixtures and seeded file mutations for fuzz tests."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import re
 import shutil
+import struct
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -156,3 +159,161 @@ def onnx_reference(path) -> dict[str, np.ndarray]:
         with np.load(FIXTURES / fixture / "reference.npz", allow_pickle=False) as data:
             arrays[f"pixels_{i}"] = data[key]
     return arrays
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+_TRANSFORMERS_PARTS = {
+    "dw_conv": "depthwise_convolution",
+    "pw_conv": "pointwise_convolution",
+    "conv": "convolution",
+    "bn": "normalization",
+    "se": "squeeze_excitation_module",
+    "conv1": "convolutions.0",  # the SE block's nn.ModuleList [conv, ReLU, conv, Hardsigmoid]
+    "conv2": "convolutions.2",
+    "_mean": "running_mean",
+    "_variance": "running_var",
+}
+
+
+def transformers_name(key: str) -> str:
+    """transformers' name of a PaddleClas PP-LCNet tensor (`blocks5.2.dw_conv.bn._mean` is
+    `encoder.blocks.3.layers.2.depthwise_convolution.normalization.running_mean`)."""
+    if key.startswith("fc."):
+        return "head." + key[3:]
+    if key == "last_conv.weight":
+        return "last_convolution.weight"
+    parts = key.split(".")
+    if parts[0] == "conv1":
+        prefix, rest = ["encoder", "convolution"], parts[1:]
+    else:  # PaddleClas names the stages blocks2..blocks6, transformers 0..4
+        stage = str(int(parts[0].removeprefix("blocks")) - 2)
+        prefix, rest = ["encoder", "blocks", stage, "layers", parts[1]], parts[2:]
+    return ".".join(prefix + [_TRANSFORMERS_PARTS.get(p, p) for p in rest])
+
+
+def transformers_folder(
+    pdparams: str | os.PathLike, folder: pathlib.Path, stride_list=(2, 2, 2, 2, 2),
+    dropout_rate: float = 0.2, labels: Sequence[str] | None = None,
+) -> pathlib.Path:
+    """A PaddleClas checkpoint saved as transformers' `save_pretrained` would save it.
+
+    `config.json` is written as `PPLCNetConfig` writes it (PP-LCNet's block table with
+    `stride_list` applied), `model.safetensors` with transformers' names and layouts.
+    """
+    from safetensors.numpy import save_file
+
+    from keras_lcnet.architecture import BLOCKS
+    from keras_lcnet.checkpoints.mapping import infer_architecture
+    from keras_lcnet.checkpoints.pdparams import read_pdparams
+
+    state = read_pdparams(pdparams)
+    found = infer_architecture(state)
+    tensors = {}
+    for key, value in state.items():
+        value = value.T if key == "fc.weight" else value  # torch's Linear is [out, in]
+        tensors[transformers_name(key)] = np.ascontiguousarray(value)
+        if key.endswith("bn._mean"):
+            tensors[transformers_name(key).replace("running_mean", "num_batches_tracked")] = (
+                np.array(0, np.int64)
+            )
+    blocks = [[list(block) for block in stage] for stage in BLOCKS.values()]
+    for stage, stride in zip(blocks[1:], stride_list[1:], strict=True):
+        stage[0][3] = list(stride) if isinstance(stride, (list, tuple)) else stride
+    classes = found["classes"] or 0
+    config = {
+        "architectures": ["PPLCNetForImageClassification" if classes else "PPLCNetBackbone"],
+        "block_configs": blocks, "class_expand": found["class_expand"], "divisor": 8,
+        "hidden_act": "hardswish", "hidden_dropout_prob": dropout_rate,
+        "id2label": {str(i): name for i, name in enumerate(labels or [f"LABEL_{i}" for i in
+                                                                        range(classes)])},
+        "model_type": "pp_lcnet", "reduction": 4, "scale": found["scale"],
+        "stem_channels": 16, "stem_stride": stride_list[0],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(tensors, str(folder / "model.safetensors"))
+    return folder
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def mutate(data: bytes, rng: np.random.Generator, hotspots: Sequence[int] = ()) -> bytes:
+    """One random corruption of `data`.
+
+    Kinds: a flipped bit, a cut (truncation), inserted random bytes, a deleted span, a
+    huge or negative binary integer (u64, u32, i32) written over a size field, or a run
+    of ASCII digits replaced by a huge number (lengths in JSON headers). Half of the
+    mutations land near a `hotspots` position (e.g. where the format's headers and
+    opcodes are), the rest anywhere.
+    """
+    data = bytearray(data)
+    if len(hotspots) and rng.random() < 0.5:
+        pos = int(hotspots[int(rng.integers(len(hotspots)))]) + int(rng.integers(0, 8))
+    else:
+        pos = int(rng.integers(0, len(data)))
+    pos = min(pos, len(data) - 1)
+    kind = int(rng.integers(0, 7))
+    if kind == 0:
+        data[pos] ^= 1 << int(rng.integers(0, 8))
+    elif kind == 1:
+        del data[pos:]
+    elif kind == 2:
+        data[pos:pos] = rng.bytes(int(rng.integers(1, 9)))
+    elif kind == 3:
+        del data[pos : pos + int(rng.integers(1, 64))]
+    elif kind == 4:
+        form, value = [("<Q", int(rng.integers(2**31, 2**63))), ("<I", 2**32 - 1),
+                       ("<i", -int(rng.integers(1, 2**31)))][int(rng.integers(3))]
+        data[pos : pos + struct.calcsize(form)] = struct.pack(form, value)
+    else:
+        digits = re.compile(rb"\d+").search(bytes(data), pos) or re.compile(rb"\d+").search(data)
+        if digits:
+            huge = str(int(rng.integers(2**31, 2**63)) * int(rng.integers(1, 10**6))).encode()
+            data[digits.start() : digits.end()] = huge
+    return bytes(data)
+
+
+def mutations(
+    data: bytes, seed: int, count: int, hotspots: Sequence[int] = ()
+) -> Iterator[bytes]:
+    """`count` seeded corruptions of `data` (see `mutate`): the same bytes for the same seed."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield mutate(data, rng, hotspots)
+
+
+# JSON values of every type, and numbers out of every range, for `json_mutations`.
+ODD_VALUES = (
+    None, True, False, 0, -1, 1.5, -0.5, 2**63, 1e308, float("nan"), "", "x", "0.25",
+    [], [2, [2, 1]], [0], {}, {"0": 1}, [[[]]],
+)
+
+
+def json_mutations(obj, seed: int, count: int) -> Iterator[object]:
+    """`count` seeded copies of a JSON document with one value replaced or one key dropped."""
+    rng = np.random.default_rng(seed)
+    paths = list(_json_paths(obj))
+    for _ in range(count):
+        copy = json.loads(json.dumps(obj))
+        path = paths[int(rng.integers(len(paths)))]
+        parent = copy
+        for step in path[:-1]:
+            parent = parent[step]
+        if isinstance(parent, dict) and rng.random() < 0.2:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+        yield copy
+
+
+def _json_paths(obj, path=()):
+    """Paths (key/index tuples) to every value below `obj`."""
+    items = () if not isinstance(obj, (dict, list)) else (
+        obj.items() if isinstance(obj, dict) else enumerate(obj)
+    )
+    for key, value in items:
+        yield (*path, key)
+        yield from _json_paths(value, (*path, key))

@@ -22,11 +22,13 @@ from helpers import (
     FIXTURES,
     IMAGES_DIR,
     load_case,
+    onnx_reference,
     publish,
     register_presets,
     relative_error,
     run_python,
     small_preset,
+    transformers_folder,
 )
 
 import keras_lcnet
@@ -222,6 +224,277 @@ def test_convert_leaves_nothing_behind_when_saving_fails(tmp_path, capsys, monke
     assert list(tmp_path.iterdir()) == []
 
 
+# convert SOURCE and info SOURCE: every checkpoint form.
+
+INFERENCE = FIXTURES / "inference_x0_25"  # 8 classes, last conv 512, dropout 0.2 in its program
+TEXTLINE_STRIDES = [2, [2, 1], [2, 1], [2, 1], [2, 1]]
+
+
+def _architecture_line(out: str) -> str:
+    (line,) = [x for x in out.splitlines() if x.startswith("Architecture: ")]
+    return line
+
+
+def test_convert_an_inference_model_reproduces_paddle_inference(tmp_path, capsys):
+    output = tmp_path / "inference.weights.h5"
+    assert main(["convert", str(INFERENCE), "--logits", "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert _architecture_line(out) == (
+        "Architecture: PPLCNet_x0_25, 8 classes, last conv 512, dropout 0.2 (read from the "
+        "Paddle inference model's tensor shapes and program; not in the file: stride_list "
+        "(default))"
+    )
+    model = eval(_load_line(out), {"keras": keras, "keras_lcnet": keras_lcnet})
+    with np.load(INFERENCE / "reference.npz") as reference:
+        got = model.predict(reference["pixels_0"].astype("float32"), verbose=0)
+        assert relative_error(got, reference["logits_0"]) <= TOLERANCE
+
+
+ONNX_TEXTLINE = FIXTURES / "onnx_x0_25_textline" / "inference.onnx"
+
+
+@pytest.mark.export
+def test_convert_a_paddle2onnx_file_reproduces_onnxruntime(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    output = tmp_path / "textline.keras"
+    assert main(["convert", str(ONNX_TEXTLINE), "--logits", "--output", str(output)]) == 0
+    line = _architecture_line(capsys.readouterr().out)
+    assert "PPLCNet_x0_25" in line and "strides [2,[2,1],[2,1],[2,1],[2,1]]" in line
+    model = keras.saving.load_model(output)
+    reference = onnx_reference(ONNX_TEXTLINE)
+    for i in (0, 1):
+        got = model.predict(reference[f"pixels_{i}"].astype("float32"), verbose=0)
+        assert relative_error(got, reference[f"logits_{i}"]) <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("source", "form", "strides"),
+    [
+        (INFERENCE / "inference.pdmodel", "paddle-inference", None),  # the legacy program
+        (ONNX_TEXTLINE.parent, "paddle-onnx", TEXTLINE_STRIDES),  # PaddleX' ONNX folder
+    ],
+    ids=["pdmodel", "onnx-folder"],
+)
+def test_describe_checkpoint_reads_the_new_forms(source, form, strides):
+    if form == "paddle-onnx":
+        pytest.importorskip("onnx")
+    described = keras_lcnet.describe_checkpoint(source)
+    assert described["form"] == form
+    built = keras_lcnet.from_checkpoint(source).get_config()
+    layers = {layer["name"]: layer["config"] for layer in built["layers"]}
+    architecture = described["architecture"]
+    assert architecture["variant"] == "x0_25"
+    assert architecture["classes"] == layers["fc"]["units"]
+    assert architecture["class_expand"] == layers["last_conv"]["filters"]
+    assert architecture["stride_list"] == strides
+
+
+def test_bare_transformers_safetensors_converts(tmp_path, capsys):
+    """A model.safetensors without its config.json: shapes give the model, the user strides."""
+    folder = transformers_folder(TEXTLINE, tmp_path / "hf", TEXTLINE_STRIDES)
+    output = tmp_path / "bare.keras"
+    stride_flag = "2,[2,1],[2,1],[2,1],[2,1]"
+    args = ["convert", str(folder / "model.safetensors"), "--stride-list", stride_flag]
+    assert main([*args, "--logits", "--dropout-rate", "0.2", "--output", str(output)]) == 0
+    _, arrays = load_case("pplcnet_x0_25_textline")
+    model = keras.saving.load_model(output)
+    got = model.predict(arrays["pixels_0"].astype("float32"), verbose=0)
+    assert relative_error(got, arrays["logits_0"]) <= TOLERANCE
+
+
+@pytest.fixture
+def textline_transformers(tmp_path):
+    """The text-line reference checkpoint as a transformers folder: strides in config.json."""
+    return transformers_folder(TEXTLINE, tmp_path / "hf", TEXTLINE_STRIDES,
+                               labels=["0_degree", "180_degree"])
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_convert_a_transformers_folder_needs_no_flags(suffix, textline_transformers, tmp_path,
+                                                      capsys):
+    output = tmp_path / f"textline{suffix}"
+    argv = ["convert", str(textline_transformers), "--logits", "--output", str(output)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert _architecture_line(out) == (
+        "Architecture: PPLCNet_x0_25, 2 classes, strides [2,[2,1],[2,1],[2,1],[2,1]], last conv "
+        "1280, dropout 0.2 (read from the transformers PP-LCNet checkpoint's config.json)"
+    )
+    model = eval(_load_line(out), {"keras": keras, "keras_lcnet": keras_lcnet})
+    _, arrays = load_case("pplcnet_x0_25_textline")
+    actual = model.predict(arrays["pixels_1"].astype("float32"), verbose=0)
+    assert relative_error(actual, arrays["logits_1"]) <= TOLERANCE
+
+
+def test_convert_prints_where_unrecorded_values_came_from(tmp_path, capsys):
+    output = tmp_path / "textline.weights.h5"
+    argv = ["convert", str(TEXTLINE), "--stride-list", json.dumps(TEXTLINE_STRIDES),
+            "--output", str(output)]
+    assert main(argv) == 0
+    line = _architecture_line(capsys.readouterr().out)
+    assert line.endswith("(read from the PaddleClas .pdparams checkpoint's tensor shapes; not in "
+                         "the file: stride_list (--stride-list), dropout_rate (default))")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--stride-list", "2,2,2,2,2"], "stride_list=[2, 2, 2, 2, 2] contradicts"),
+        (["--classes", "3"], "classes=3 contradicts"),
+        (["--dropout-rate", "0.5"], "dropout_rate=0.5 contradicts"),
+        (["--variant", "x1_0"], "scale=1.0 contradicts"),
+    ],
+)
+def test_convert_flags_must_agree_with_a_transformers_config(flags, message,
+                                                             textline_transformers, tmp_path,
+                                                             capsys):
+    output = tmp_path / "x.keras"
+    assert main(["convert", str(textline_transformers), *flags, "--output", str(output)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-lcnet: error:") and message in err and "\n" not in err
+    assert list(tmp_path.glob("x*")) == []
+
+
+def test_convert_refuses_a_keras_file_in_one_line(tmp_path, capsys):
+    source = tmp_path / "m.weights.h5"
+    keras_lcnet.PPLCNet_x0_25(weights=None).save_weights(source)
+    assert main(["convert", str(source), "--output", str(tmp_path / "o.keras")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "is a Keras file already" in err and "\n" not in err
+
+
+def _info_json(source, capsys) -> dict:
+    assert main(["info", str(source), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _expected_architecture(case: str, **recorded) -> dict:
+    """What a reference checkpoint's PaddleClas config says, the unrecorded values as None."""
+    config, _ = load_case(case)
+    last_conv = config["use_last_conv"]
+    return {
+        "variant": "x0_25", "scale": config["scale"], "include_top": True,
+        "classes": config["class_num"], "stride_list": None, "use_last_conv": last_conv,
+        "class_expand": config["class_expand"] if last_conv else None, "dropout_rate": None,
+        **recorded,
+    }
+
+
+@pytest.mark.parametrize("case", ["pplcnet_x0_25", "pplcnet_x0_25_no_last_conv"])
+def test_info_json_describes_a_pdparams_file(case, capsys):
+    described = _info_json(FIXTURES / f"{case}.pdparams", capsys)
+    state = read_pdparams(FIXTURES / f"{case}.pdparams")
+    assert described["form"] == "pdparams"
+    assert described["architecture"] == _expected_architecture(case)
+    assert described["tensors"] == len(state)
+    assert described["parameters"] == sum(value.size for value in state.values())
+    assert described["labels"] is None and described["input"] is None
+
+
+def test_info_json_describes_an_inference_model(capsys):
+    described = _info_json(INFERENCE, capsys)
+    assert described["form"] == "paddle-inference"
+    # The PaddleClas model tools/make_inference_fixtures.py saved.
+    assert described["architecture"] == {
+        "variant": "x0_25", "scale": 0.25, "include_top": True, "classes": 8,
+        "stride_list": None, "use_last_conv": True, "class_expand": 512, "dropout_rate": 0.2,
+    }
+    assert described["tensors"] == 146
+
+
+def test_info_json_describes_transformers_folders_and_bare_safetensors(textline_transformers,
+                                                                       capsys):
+    (textline_transformers / "preprocessor_config.json").write_text(json.dumps(
+        {"crop_size": {"height": 80, "width": 160}, "resize_short": None,
+         "image_mean": [0.5, 0.5, 0.4], "image_std": [0.2, 0.3, 0.4]}
+    ))
+    folder = _info_json(textline_transformers, capsys)
+    assert folder["form"] == "transformers"
+    assert folder["architecture"] == _expected_architecture(
+        "pplcnet_x0_25_textline", stride_list=TEXTLINE_STRIDES, dropout_rate=0.2
+    )
+    assert folder["labels"] == ["0_degree", "180_degree"]
+    # The processor normalizes RGB, then flips: the network sees BGR, statistics reversed.
+    assert folder["input"] == {
+        "size": [80, 160], "resize_short": None, "interpolation": "bilinear",
+        "channel_order": "BGR", "mean": [0.4, 0.5, 0.5], "std": [0.4, 0.3, 0.2],
+    }
+    state = read_pdparams(TEXTLINE)
+    bn_layers = sum(key.endswith("._mean") for key in state)
+    assert folder["tensors"] == len(state) + bn_layers  # + transformers' num_batches_tracked
+    assert folder["parameters"] == sum(value.size for value in state.values()) + bn_layers
+    bare = _info_json(textline_transformers / "model.safetensors", capsys)
+    assert bare["form"] == "safetensors"
+    assert bare["architecture"] == _expected_architecture("pplcnet_x0_25_textline")
+    assert bare["labels"] is None
+
+
+def test_info_json_describes_keras_files(tmp_path, capsys):
+    model = keras_lcnet.PPLCNet_x0_25(weights=None, classes=2, stride_list=TEXTLINE_STRIDES,
+                                      dropout_rate=0.3)
+    model.save(tmp_path / "m.keras")
+    model.save_weights(tmp_path / "m.weights.h5")
+    whole = _info_json(tmp_path / "m.keras", capsys)
+    assert whole["form"] == "keras"
+    assert whole["architecture"] == _expected_architecture(
+        "pplcnet_x0_25_textline", stride_list=TEXTLINE_STRIDES, dropout_rate=0.3
+    )
+    assert whole["parameters"] == model.count_params()
+    weights = _info_json(tmp_path / "m.weights.h5", capsys)
+    assert weights["architecture"] is None and weights["tensors"] == len(model.weights)
+
+
+def test_info_source_prints_one_field_per_line(textline_transformers, capsys):
+    assert main(["info", str(textline_transformers)]) == 0
+    title, *lines = capsys.readouterr().out.splitlines()
+    fields = {key.strip(): value.strip() for key, value in (x.split(": ", 1) for x in lines)}
+    assert title == str(textline_transformers)
+    assert fields["form"] == "transformers (transformers PP-LCNet checkpoint)"
+    assert fields["architecture"].startswith("PPLCNet_x0_25, 2 classes, strides [2,[2,1],")
+    assert fields["labels"] == "0_degree, 180_degree (2 labels)"
+
+
+def test_info_prefers_a_preset_to_a_file_of_the_same_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(X0_25, tmp_path / "pulc_car_exists")
+    shutil.copy(X0_25, tmp_path / "mine.pdparams")
+    assert main(["info", "pulc_car_exists"]) == 0
+    assert capsys.readouterr().out.startswith("pulc_car_exists\n  task:")
+    assert main(["info", "mine.pdparams"]) == 0
+    assert "  form:         pdparams" in capsys.readouterr().out
+
+
+def test_info_of_a_bad_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pdparams"
+    bad.write_bytes(X0_25.read_bytes()[:5000])
+    assert main(["info", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"keras-lcnet: error: {bad} is not a readable") and "\n" not in err
+
+
+def test_describe_checkpoint_refuses_what_no_form_reads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such file or folder"):
+        keras_lcnet.describe_checkpoint(tmp_path / "missing.pdparams")
+    # A folder is meant as an inference model, unless it holds a transformers config.json.
+    with pytest.raises(keras_lcnet.errors.CheckpointError, match=r"no \.pdiparams with an"):
+        keras_lcnet.describe_checkpoint(tmp_path)
+
+
+INFO_SOURCE_WITHOUT_KERAS = """
+import sys
+from keras_lcnet.cli import main
+assert main(["info", sys.argv[1]]) == 0
+heavy = sorted({"keras", "tensorflow", "jax", "torch"} & set(sys.modules))
+assert not heavy, heavy
+"""
+
+
+def test_info_source_does_not_import_keras():
+    proc = _python("-c", INFO_SOURCE_WITHOUT_KERAS, str(INFERENCE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "paddle-inference" in proc.stdout
+
+
 @pytest.fixture
 def imagenet_shaped_weights(tmp_path) -> str:
     path = tmp_path / "imagenet_shaped.weights.h5"
@@ -281,7 +554,9 @@ def test_predict_says_random_weights_are_random(capsys):
           "--stride-list", "2,2,2,2,2"], "--preset"),
         (["convert", str(X0_25), "--preset", "pulc_car_exists", "--classes", "2", "--output",
           "o.keras"], "--preset"),
-        (["info", "pulc_person_exist"], "preset"),
+        (["info", "pulc_person_exist"], "NAME|SOURCE"),
+        (["info", "--json"], "--json"),
+        (["info", "pulc_car_exists", "--json"], "--json"),
     ],
 )
 def test_bad_argument_values_exit_2_before_any_work(argv, flag, capsys, monkeypatch):
@@ -304,6 +579,7 @@ def test_bad_argument_values_exit_2_before_any_work(argv, flag, capsys, monkeypa
         (["predict", CAT, "--preset", "pulc_car_exists", "--weights", "none"],
          "argument --preset: not allowed with argument --weights"),
         (["info", "PP-LCNet_x1_0_textline"], "Did you mean 'PP-LCNet_x1_0_textline_ori'?"),
+        (["info", "PP-LCNet_x1_0_textline"], "neither a preset nor an existing checkpoint file"),
         (["convert", "--output", "o.keras"], "give the CHECKPOINT to convert, or --preset NAME"),
     ],
 )

@@ -18,7 +18,7 @@ from helpers import FIXTURES, load_case, publish, relative_error, run_python
 import keras_lcnet
 from keras_lcnet import architecture_v2, presets
 from keras_lcnet.cache import cached_checkpoint_path, converted_cache_path
-from keras_lcnet.checkpoints.mapping import keras_path_v2
+from keras_lcnet.checkpoints.mapping_v2 import keras_path_v2
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
 

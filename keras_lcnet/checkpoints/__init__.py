@@ -12,6 +12,8 @@
   a folder or `hf://owner/repo`), read with safetensors' NumPy API.
 - `timm`: timm's `lcnet_*` (`model.safetensors`, alone or beside timm's
   `config.json`, or `hf://timm/...`), under timm's own tensor names.
+- `forms`: the table of forms (detector, describer) behind
+  `describe_checkpoint` and `keras-lcnet info SOURCE`.
 - `mapping`: upstream names -> Keras variable paths and layouts, the
   dropout fold, all-or-nothing assignment with shape checks, and the
   architecture a checkpoint implies.

@@ -12,13 +12,21 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
-from keras_lcnet.architecture import BLOCKS, SE_REDUCTION, STAGES, STEM_CHANNELS
+from keras_lcnet.architecture import (
+    BLOCKS,
+    SE_REDUCTION,
+    STAGES,
+    STEM,
+    STEM_CHANNELS,
+    stage_channels,
+)
 from keras_lcnet.checkpoints.mapping import Sources, convert_tensors, keras_path
 from keras_lcnet.errors import CheckpointError, WeightsUnavailableError
-from keras_lcnet.presets import InputContract
+from keras_lcnet.presets import VARIANTS, InputContract
 
 HF_SCHEME = "hf://"
 MODEL_TYPE = "pp_lcnet"
@@ -153,7 +161,8 @@ def architecture_from_config(config: dict, path: str) -> dict:
 
     Raises:
         CheckpointError: A setting keras_lcnet's PP-LCNet cannot build (an
-            SE `reduction` other than 4, other blocks or stem channels).
+            SE `reduction` other than 4, other blocks or stem channels, an
+            unpublished width) or a value of the wrong type or range.
     """
     fixed = {
         "reduction": SE_REDUCTION, "stem_channels": STEM_CHANNELS, "divisor": 8,
@@ -163,13 +172,73 @@ def architecture_from_config(config: dict, path: str) -> dict:
         if config.get(key, expected) != expected:
             raise _unsupported(path, f"{key} is {config[key]!r} (PP-LCNet's is {expected!r})")
     labels = config.get("id2label") or {}
-    return {
+    if not isinstance(labels, dict):
+        raise CheckpointError(f"{path}: id2label is {labels!r}, not a mapping of class ids.")
+    found = {
         "scale": config.get("scale", 1.0),
         "stride_list": _stride_list(config, path),
         "class_expand": config.get("class_expand", 1280),
-        "dropout_rate": float(config.get("hidden_dropout_prob", 0.2)),
+        "dropout_rate": config.get("hidden_dropout_prob", 0.2),
         "classes": len(labels) or None,
     }
+    _check_values(found, path)
+    return found
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_values(found: dict, path: str) -> None:
+    """Refuses values of the wrong type or range, before they reach `PPLCNet`."""
+    scale, dropout = found["scale"], found["dropout_rate"]
+    checks = (
+        ("scale", scale, not isinstance(scale, bool) and scale in VARIANTS.values()),
+        ("class_expand", found["class_expand"], _is_count(found["class_expand"])),
+        ("hidden_dropout_prob", dropout, isinstance(dropout, (int, float))
+         and not isinstance(dropout, bool) and 0 <= dropout < 1),
+        ("the stride list", found["stride_list"], all(map(_is_stride, found["stride_list"]))),
+    )
+    for key, value, ok in checks:
+        if not ok:
+            raise CheckpointError(
+                f"{path}: {key} is {value!r}, which a PP-LCNet config does not hold (widths "
+                f"{', '.join(map(str, VARIANTS.values()))}; strides 1 or 2, or pairs of them; "
+                "dropout in [0, 1))."
+            )
+    found["dropout_rate"] = float(dropout)
+
+
+def _is_stride(stride) -> bool:
+    """PP-LCNet's strides: 1 or 2, or a pair of them (text-line models: `[2, 1]`)."""
+    pair = stride if isinstance(stride, list) else [stride, stride]
+    return len(pair) == 2 and all(_is_count(s) and s <= 2 for s in pair)
+
+
+def check_config_against_tensors(found: dict, shapes: Mapping[str, object], path: str) -> None:
+    """Refuses a config whose widths the tensors contradict, before a model is built from it.
+
+    Args:
+        found: `architecture_from_config`'s result.
+        shapes: `{transformers name: array or shape}` of the folder's weights.
+        path: The config's path, for messages.
+
+    Raises:
+        CheckpointError: `scale`, `class_expand` or the `id2label` count is not
+            what the stem, `last_convolution` or `head` tensor has.
+    """
+    rows = {
+        "scale": ("encoder.convolution.convolution.weight", stage_channels(found["scale"])[STEM]),
+        "class_expand": ("last_convolution.weight", found["class_expand"]),
+        "id2label": ("head.weight", found["classes"]),
+    }
+    for name, (key, expected) in rows.items():
+        shape = tuple(getattr(shapes.get(key), "shape", shapes.get(key)) or ())
+        if key in shapes and expected is not None and shape[:1] != (expected,):
+            raise CheckpointError(
+                f"{path}: {name} means {expected} rows in '{key}', which has shape "
+                f"{list(shape)}: the config and the weights are not of one model."
+            )
 
 
 def read_input_contract(folder: str) -> InputContract | None:
@@ -193,7 +262,7 @@ def read_input_contract(folder: str) -> InputContract | None:
             config = json.load(f)
         crop = config.get("crop_size") or {"height": 224, "width": 224}
         size = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
-        return InputContract(
+        contract = InputContract(
             size=tuple(size),
             resize_short=config.get("resize_short", 256),
             channel_order="BGR",
@@ -201,8 +270,19 @@ def read_input_contract(folder: str) -> InputContract | None:
             mean=tuple(config.get("image_mean", (0.406, 0.456, 0.485)))[::-1],
             std=tuple(config.get("image_std", (0.225, 0.224, 0.229)))[::-1],
         )
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path} is not a readable image processor config ({e}).") from None
+    numbers = [*contract.mean, *contract.std]
+    if (
+        not all(map(_is_count, contract.size)) or len(contract.size) != 2
+        or not (contract.resize_short is None or _is_count(contract.resize_short))
+        or len(numbers) != 6 or not all(isinstance(x, (int, float)) for x in numbers)
+    ):
+        raise CheckpointError(
+            f"{path}: crop_size, resize_short, image_mean or image_std is not a size or 3 "
+            "numbers as PPLCNetImageProcessor writes them."
+        )
+    return contract
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -244,6 +324,23 @@ def _paddle_name(key: str) -> str:
     parts = [_MODULES.get(p, p) for p in parts[:-1]] + [_PARAMS.get(parts[-1], parts[-1])]
     parts[0] = {"last_convolution": "last_conv", "head": "fc"}.get(parts[0], parts[0])
     return ".".join(parts)
+
+
+def paddle_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """transformers' tensors under PaddleClas' names and layouts (for `infer_architecture`).
+
+    Args:
+        state: `{name: array}` as `read_safetensors` returns (or stand-ins
+            with the same shapes).
+
+    Returns:
+        `{PaddleClas name: array}`, the classifier as Paddle's `[in, out]`.
+    """
+    return {
+        _paddle_name(key): value.T if key == "head.weight" else value  # torch Linear: [out, in]
+        for key, value in state.items()
+        if not key.endswith("num_batches_tracked")
+    }
 
 
 def convert_transformers(

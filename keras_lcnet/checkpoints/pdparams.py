@@ -31,6 +31,8 @@ except ImportError:  # NumPy 1.x
 # Paddle 2.x/3.x may store this name map beside the tensors.
 STRUCTURE_KEY = "StructuredToParameterName@@"
 
+# Opcodes that store into the unpickler's memo at the index they name.
+_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 # Array dtypes a checkpoint can hold: booleans and numbers, never objects.
 _NUMERIC_KINDS = "biufc"
 
@@ -105,15 +107,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _check_lengths(data: bytes) -> None:
-    """Raises `ValueError` if an opcode claims more bytes than `data` holds.
+    """Raises `ValueError` if an opcode claims more bytes or memo slots than `data` holds.
 
     `pickletools.genops` reads each argument from an in-memory stream, which
     returns only what is there, and raises when it is short; frames are
-    checked here. The unpickler itself would allocate any claimed length.
+    checked here. The unpickler itself would allocate any claimed length, and
+    a memo list as long as any index a `PUT` names (a pickler numbers its memo
+    entries from 0, so an index is never above the count of opcodes before it).
     """
-    for opcode, arg, pos in pickletools.genops(data):
+    for count, (opcode, arg, pos) in enumerate(pickletools.genops(data)):
         if opcode.name == "FRAME" and arg > len(data) - pos:
             raise ValueError(f"a frame at byte {pos} claims {arg} bytes, beyond the file's end")
+        if opcode.name in _MEMO_PUTS and arg > count:
+            raise ValueError(f"memo index {arg} at byte {pos}, after only {count} opcodes")
 
 
 def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
