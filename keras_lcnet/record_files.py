@@ -258,7 +258,16 @@ def open_records(path: str | os.PathLike, resume: bool = False) -> RecordFile:
 
 
 def write_records(records: Iterable[dict], file: RecordFile, batch_size: int) -> Iterator[dict]:
-    """Writes `records` to `file` in groups of `batch_size`; yields each after it is written."""
+    """Writes `records` to `file` in groups of `batch_size`; yields each once it is on disk.
+
+    Args:
+        records: Records, e.g. from `predict_files` (which yields them batch by batch).
+        file: An open `RecordFile`.
+        batch_size: Records per write (and per fsync, or Parquet row group).
+
+    Yields:
+        The records, after the write that holds them.
+    """
     batch = []
     for record in records:
         batch.append(record)

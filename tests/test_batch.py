@@ -9,14 +9,16 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import shutil
+import sys
 import threading
 import time
 
 import keras
 import numpy as np
 import pytest
-from helpers import IMAGES_DIR, register_presets, small_preset
+from helpers import FIXTURES, IMAGES_DIR, register_presets, small_preset
 
 import keras_lcnet
 from keras_lcnet import batch
@@ -271,23 +273,39 @@ def test_predict_output_end_to_end_with_random_weights(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.export
-def test_predict_with_an_onnx_model_matches_keras(tmp_path, conv_model):
+def test_predict_with_an_onnx_model_matches_keras(tmp_path, monkeypatch):
+    """An exported checkpoint with informative weights gives Keras' labels, through --model."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     from keras_lcnet.deploy import export_onnx
 
-    model = keras_lcnet.PPLCNet_x0_25(weights=None)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"labels": [f"class_{i}" for i in range(8)]}))
+    register_presets(monkeypatch, small_preset("t_eight", 8, labels=str(labels),
+                                               postprocess={"top": 3}))
+    model = keras_lcnet.from_checkpoint(FIXTURES / "pplcnet_x0_25.pdparams")
     path = str(tmp_path / "lcnet.onnx")
     export_onnx(model, path, batch_size=2, strict=False)
-    keras_records = list(keras_lcnet.predict_files(IMAGES, model, top=3))
-    onnx_records = list(keras_lcnet.predict_files(IMAGES, path, top=3))
+    keras_records = list(keras_lcnet.predict_files(IMAGES, model, preset="t_eight"))
+    onnx_records = list(keras_lcnet.predict_files(IMAGES, path, preset="t_eight"))
     assert [r["path"] for r in onnx_records] == IMAGES
     for ours, theirs in zip(onnx_records, keras_records, strict=True):
-        np.testing.assert_allclose(ours["scores"], theirs["scores"], rtol=1e-4)
+        assert ours["labels"] == theirs["labels"]
+        np.testing.assert_allclose(ours["scores"], theirs["scores"], rtol=1e-4, atol=1e-6)
+
+
+def test_progress_bar_shows_on_a_terminal_only(tmp_path, tiny_keras_file, monkeypatch, capsys):
+    folder, _ = _bad_folder(tmp_path)
+    argv = ["predict", str(folder), "--model", tiny_keras_file, "--batch-size", "2"]
+    assert main([*argv, "--output", str(tmp_path / "quiet.jsonl")]) == 1
+    assert "img/s" not in capsys.readouterr().err  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*argv, "--output", str(tmp_path / "shown.jsonl")]) == 1
+    assert re.search(r"5/5 \[.*img/s\]", capsys.readouterr().err)
 
 
 def test_parquet_without_pyarrow_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert main(["predict", IMAGES[0], "--output", str(tmp_path / "x.parquet")]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("keras-lcnet: error:") and "keras-lcnet[parquet]" in line
