@@ -50,7 +50,8 @@ Sources = str | os.PathLike | Iterable[str | os.PathLike]
 def find_images(sources: Sources) -> Iterator[str]:
     """The image files `sources` name, in a deterministic order.
 
-    A folder stands for the files under it (recursively, symbolic links to
+    A folder stands for the files under it (recursively; hidden files and
+    folders, whose names start with a dot, left out, and symbolic links to
     folders not followed) whose suffix is in `IMAGE_SUFFIXES`, in name
     order; a glob pattern (`"scans/**/*.png"`) for the files it matches,
     sorted; any other source is taken as a file. A pattern that matches
@@ -91,6 +92,8 @@ def _walk(folder: str) -> Iterator[tuple[str, str | None]]:
         yield folder, f"cannot list the folder: {e.strerror or e}"
         return
     for entry in entries:
+        if entry.name.startswith("."):  # hidden, e.g. macOS' "._photo.jpg" resource forks
+            continue
         if entry.is_dir(follow_symlinks=False):  # links to folders may loop
             yield from _walk(entry.path)
         elif entry.name.lower().endswith(IMAGE_SUFFIXES):
@@ -317,7 +320,6 @@ def _stream(inputs, decode, predict, to_records, batch_size: int, workers: int):
         for batch in _batches(decoded, batch_size):
             images = [image for _, image, _ in batch if image is not None]
             results = iter(to_records(predict(np.concatenate(images))) if images else ())
-            del images
             for path, image, error in batch:
                 yield {"path": path, "error": error} if image is None else {
                     "path": path, **next(results)}

@@ -208,8 +208,7 @@ def _save_atomically(model: keras.Model, path: str) -> None:
 
 
 def _predict_model(args: argparse.Namespace):
-    """What `predict` classifies with: the `--model` file, the preset's model, or the
-    ImageNet model `--variant`/`--weights` describe."""
+    """The `--model` file, the preset's model, or the ImageNet model of `--variant`/`--weights`."""
     if args.model is not None:
         return args.model  # predict_files opens it with the runtime that fits
     from keras_lcnet import from_preset
@@ -265,8 +264,11 @@ def _progress(records, args: argparse.Namespace, done: set):
     return tqdm(records, total=total, unit="img", smoothing=0.1, file=sys.stderr)
 
 
-def _save_records(records, args: argparse.Namespace) -> int:
-    """Writes the records to `--output` batch by batch; a summary on stderr."""
+def _save_records(records: Callable, args: argparse.Namespace) -> int:
+    """Writes `records(skip)` to `--output` batch by batch, then a summary on stderr.
+
+    `skip` holds the paths the file already has records of (with `--resume`).
+    """
     from keras_lcnet.record_files import open_records, write_records
 
     written, failures = 0, []  # the first few failed paths, for the summary

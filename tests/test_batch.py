@@ -106,7 +106,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path, conv_model):
 
 def test_folders_are_walked_in_name_order_and_patterns_expand(tmp_path):
     for name in ("b/z.png", "b/sub/y.JPEG", "b/a.jpg", "b/notes.txt", "b/sub/deeper/x.webp",
-                 "c/only.bmp"):
+                 "c/only.bmp", "b/._a.jpg", "b/.thumbnails/t.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     root = str(tmp_path)
