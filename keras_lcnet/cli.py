@@ -673,9 +673,9 @@ def _add_predict(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
     p.add_argument("--output", type=_records_file, default=None, metavar="FILE",
                    help="write one record per input to FILE.jsonl, .csv or .parquet instead "
                    "of printing")
-    p.add_argument("--batch-size", type=_positive_int, default=32,
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                    help="images per model call (default 32)")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="image decoding threads (default: the number of CPUs)")
     p.add_argument("--resume", action="store_true",
                    help="keep --output's records and classify only the inputs it lacks")
