@@ -313,10 +313,13 @@ def test_parquet_without_pyarrow_is_a_one_line_error(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize(
     ("flags", "complaint"),
-    [(["--resume"], "--resume"), (["--output", "out.txt"], "--output"),
-     (["--model", "m.tflite", "--weights", "none"], "--model"),
-     (["--model", "m.h5"], "--model"), (["--output", "o.jsonl", "--json"], "--json"),
-     (["--batch-size", "0"], "--batch-size"), (["--workers", "0"], "--workers")],
+    [(["--resume"], "argument --resume: needs --output"),
+     (["--output", "out.txt"], "argument --output: 'out.txt' must end with .jsonl, .csv or"),
+     (["--model", "m.tflite", "--weights", "none"], "argument --model: not allowed with"),
+     (["--model", "m.h5"], "argument --model: 'm.h5' must be a .keras, .tflite or .onnx"),
+     (["--output", "o.jsonl", "--json"], "argument --json: not allowed with argument --output"),
+     (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+     (["--workers", "0"], "argument --workers: must be a positive integer")],
 )
 def test_predict_flag_mistakes_exit_2(flags, complaint, capsys):
     with pytest.raises(SystemExit) as exit_info:
