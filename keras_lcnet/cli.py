@@ -264,19 +264,19 @@ def _progress(records, args: argparse.Namespace, done: set):
     return tqdm(records, total=total, unit="img", smoothing=0.1, file=sys.stderr)
 
 
-def _save_records(records: Callable, args: argparse.Namespace) -> int:
-    """Writes `records(skip)` to `--output` batch by batch, then a summary on stderr.
+def _save_records(records, skip: set, args: argparse.Namespace) -> int:
+    """Writes `records` to `--output` batch by batch, then a summary on stderr.
 
-    `skip` holds the paths the file already has records of (with `--resume`).
+    `skip`, which `records` reads, gets the paths the file already has records of.
     """
     from keras_lcnet.record_files import open_records, write_records
 
     written, failures = 0, []  # the first few failed paths, for the summary
     with open_records(args.output, resume=args.resume) as out:
         done, failed = out.done, out.failed
+        skip.update(done)
         try:
-            for record in _progress(write_records(records(done), out, args.batch_size), args,
-                                    done):
+            for record in _progress(write_records(records, out, args.batch_size), args, done):
                 written += 1
                 if "error" in record:
                     failed += 1
@@ -429,15 +429,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _import_keras()
     from keras_lcnet.batch import predict_files
 
-    model = _predict_model(args)
-
-    def records(skip: set):
-        return predict_files(args.images, model, preset=args.preset, top=args.top,
-                             batch_size=args.batch_size, workers=args.workers, skip=skip)
-
+    # The model (or --model file) is opened here, before --output is touched.
+    skip: set[str] = set()  # read lazily: --resume fills it before the first input is read
+    records = predict_files(args.images, _predict_model(args), preset=args.preset, top=args.top,
+                            batch_size=args.batch_size, workers=args.workers, skip=skip)
     if args.output is None:
-        return _print_records(records(set()), args)
-    return _save_records(records, args)
+        return _print_records(records, args)
+    return _save_records(records, skip, args)
 
 
 def _convert_checkpoint(args: argparse.Namespace, state: dict) -> tuple[keras.Model, str, str]:

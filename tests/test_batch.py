@@ -304,6 +304,17 @@ def test_progress_bar_shows_on_a_terminal_only(tmp_path, tiny_keras_file, monkey
     assert re.search(r"5/5 \[.*img/s\]", capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("model", ["missing.onnx", "missing.keras"])
+def test_a_missing_model_file_leaves_the_output_alone(model, tmp_path, capsys):
+    output = tmp_path / "records.jsonl"
+    output.write_text('{"path": "earlier.jpg", "labels": [], "scores": []}\n')
+    argv = ["predict", IMAGES[0], "--model", str(tmp_path / model), "--output", str(output)]
+    assert main(argv) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("keras-lcnet: error: No model file at")
+    assert output.read_text() == '{"path": "earlier.jpg", "labels": [], "scores": []}\n'
+
+
 def test_parquet_without_pyarrow_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert main(["predict", IMAGES[0], "--output", str(tmp_path / "x.parquet")]) == 1
