@@ -128,7 +128,8 @@ def test_a_pattern_that_matches_nothing_is_an_error_record(tmp_path, monkeypatch
 def test_records_hold_what_model_predict_on_load_image_gives(conv_model):
     pixels = np.concatenate([keras_lcnet.load_image(p) for p in IMAGES])
     expected = keras_lcnet.decode_predictions(conv_model.predict(pixels, verbose=0), top=4)
-    records = list(keras_lcnet.predict_files(IMAGES, conv_model, batch_size=2, workers=2,
+    # One batch, as model.predict's: other batch sizes may round differently on some CPUs.
+    records = list(keras_lcnet.predict_files(IMAGES, conv_model, batch_size=3, workers=2,
                                              top=4))
     assert [r["path"] for r in records] == IMAGES
     for record, best in zip(records, expected, strict=True):
@@ -148,7 +149,7 @@ def test_preset_records_follow_the_preset_pipeline_and_decoding(tmp_path, monkey
     for name in ("t_lines8", "t_multi8"):
         pixels = np.concatenate([keras_lcnet.load_image(p, preset=name) for p in IMAGES])
         expected = keras_lcnet.decode_outputs(model.predict(pixels, verbose=0), name)
-        records = list(keras_lcnet.predict_files(IMAGES, model, preset=name, batch_size=2))
+        records = list(keras_lcnet.predict_files(IMAGES, model, preset=name, batch_size=3))
         assert [list(zip(r["labels"], r["scores"], strict=True)) for r in records] == expected
 
 
@@ -246,8 +247,12 @@ def test_resume_after_an_interrupted_run_records_each_input_once(
     records = _read(output)
     assert [r["path"] for r in records] == files
     assert records[:6] == first
-    assert records == list(keras_lcnet.predict_files(folder, keras.saving.load_model(
+    uninterrupted = list(keras_lcnet.predict_files(folder, keras.saving.load_model(
         tiny_keras_file), batch_size=3))
+    for record, expected in zip(records, uninterrupted, strict=True):
+        assert {**record, "scores": None} == {**expected, "scores": None}
+        np.testing.assert_allclose(record.get("scores", []), expected.get("scores", []),
+                                   rtol=1e-6)
     err = capsys.readouterr().err
     assert "3 of 12 inputs failed" in err and "written" in err
 
