@@ -44,6 +44,7 @@ _EXPORTS = {
     "from_preset": "keras_lcnet.pretrained",
     "list_presets": "keras_lcnet.pretrained",
     "load_image": "keras_lcnet.preprocessing",
+    "predict_files": "keras_lcnet.batch",
     "preprocess_input": "keras_lcnet.preprocessing",
     "reparameterize": "keras_lcnet.reparam",
 }
@@ -75,11 +76,13 @@ __all__ = [
     "from_preset",
     "list_presets",
     "load_image",
+    "predict_files",
     "preprocess_input",
     "reparameterize",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports
+    from keras_lcnet.batch import predict_files
     from keras_lcnet.checkpoints.forms import describe_checkpoint
     from keras_lcnet.decode import decode_outputs, decode_predictions
     from keras_lcnet.features import feature_extractor, freeze_backbone

@@ -122,6 +122,18 @@ def _model_file(value: str) -> str:
     return _output_file(value)
 
 
+def _records_file(value: str) -> str:
+    if not value.lower().endswith((".jsonl", ".csv", ".parquet")):
+        raise argparse.ArgumentTypeError(f"{value!r} must end with .jsonl, .csv or .parquet")
+    return _output_file(value)
+
+
+def _predict_model_file(value: str) -> str:
+    if not value.lower().endswith((".keras", ".tflite", ".onnx")):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a .keras, .tflite or .onnx file")
+    return value
+
+
 # Imports and models, shared by the commands.
 
 
@@ -209,63 +221,92 @@ def _save_atomically(model: keras.Model, path: str) -> None:
 # predict: each image's result is made JSON data, then printed as JSON or as text.
 
 
-def _read_images(paths: Sequence[str], preset: str | None) -> tuple[list[str], list]:
-    """The images that load (with the preset's input pipeline, if any), and their paths.
+def _predict_model(args: argparse.Namespace):
+    """The `--model` file, the preset's model, or the ImageNet model of `--variant`/`--weights`."""
+    if args.model is not None:
+        return args.model  # predict_files opens it with the runtime that fits
+    from keras_lcnet import from_preset
 
-    A bad file is reported on stderr; the others are still classified.
-    """
-    from keras_lcnet import load_image
-
-    read, images = [], []
-    for path in paths:
-        try:
-            images.append(load_image(path, preset=preset))
-            read.append(path)
-        except FileNotFoundError:
-            _error(f"{path}: no such file")
-        except (ValueError, OSError) as e:
-            _error(f"{path}: {e}")
-    return read, images
-
-
-def _imagenet_results(args: argparse.Namespace, images) -> list[list[dict]]:
-    """The top ImageNet classes of `images`, for the model `--variant`/`--weights` describe."""
-    from keras_lcnet import decode_predictions
-
-    if _weights(args) is None:
-        print("keras-lcnet: --weights none: random weights, the classes below are meaningless.",
-              file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):  # download progress: stdout holds results
+        if args.preset is not None:
+            return from_preset(args.preset)
+        if _weights(args) is None:
+            print("keras-lcnet: --weights none: random weights, the classes below are "
+                  "meaningless.", file=sys.stderr)
         model = _build_model(args, logits=False)
     if model.output_shape[-1] != 1000:
         raise ValueError("`predict` decodes ImageNet-1k classes; these weights have "
                          f"{model.output_shape[-1]} classes.")
-    scores = model.predict(images, verbose=0)
-    return [
-        [{"label": name, "wnid": wnid, "score": score} for wnid, name, score in top]
-        for top in decode_predictions(scores, top=args.top or DEFAULT_TOP)
-    ]
+    return model
 
 
-def _jsonable(value):
-    """A decoded result as JSON data: each `(label, score)` pair becomes a dict."""
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        return {"label": value[0], "score": value[1]}
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    return value
+def _result(record: dict, task: str):
+    """A record as `predict --json` prints its result (and the text lines are made from)."""
+    if "attributes" in record:
+        return record["attributes"]
+    pairs = [{"label": label, "score": score}
+             for label, score in zip(record["labels"], record["scores"], strict=True)]
+    for pair, wnid in zip(pairs, record.get("wnids", ()), strict=False):
+        pair.update(wnid=wnid, score=pair.pop("score"))  # keys in the order printed
+    return pairs[0] if task == "binary" else pairs
 
 
-def _preset_results(args: argparse.Namespace, images) -> list:
-    """`images` decoded as the preset's task decodes them (`keras_lcnet.decode_outputs`)."""
-    from keras_lcnet import decode_outputs, from_preset
+def _print_records(records, args: argparse.Namespace) -> int:
+    """Prints each record as text or JSON on stdout, each failure on stderr."""
+    task = "single_label" if args.preset is None else get_preset(args.preset).task
+    failed = 0
+    for record in records:
+        if "error" in record:
+            _error(f"{record['path']}: {record['error']}")
+            failed += 1
+        elif args.json:
+            print(json.dumps({"path": record["path"], "result": _result(record, task)}))
+        else:
+            print(record["path"], *_text_lines(_result(record, task), task), sep="\n")
+    return 1 if failed else 0
 
-    with contextlib.redirect_stdout(sys.stderr):  # download progress: stdout holds results
-        model = from_preset(args.preset)
-    scores = model.predict(images, verbose=0)
-    return [_jsonable(result) for result in decode_outputs(scores, args.preset, top=args.top)]
+
+def _progress(records, args: argparse.Namespace, done: set):
+    """`records` with a progress bar (images/s, ETA) on stderr, when it is a terminal."""
+    if not sys.stderr.isatty():
+        return records
+    from tqdm import tqdm
+
+    from keras_lcnet.batch import find_images
+
+    total = sum(path not in done for path in find_images(args.images))  # paths only: cheap
+    return tqdm(records, total=total, unit="img", smoothing=0.1, file=sys.stderr)
+
+
+def _save_records(records, skip: set, args: argparse.Namespace) -> int:
+    """Writes `records` to `--output` batch by batch, then a summary on stderr.
+
+    `skip`, which `records` reads, gets the paths the file already has records of.
+    """
+    from keras_lcnet.record_files import open_records, write_records
+
+    written, failures = 0, []  # the first few failed paths, for the summary
+    with open_records(args.output, resume=args.resume) as out:
+        done, failed = out.done, out.failed
+        skip.update(done)
+        try:
+            for record in _progress(write_records(records, out, args.batch_size), args, done):
+                written += 1
+                if "error" in record:
+                    failed += 1
+                    failures += [record["path"]][: 5 - len(failures)]
+        except KeyboardInterrupt:
+            print(f"keras-lcnet: interrupted; {args.output} holds every finished batch, run "
+                  "the same command with --resume to go on.", file=sys.stderr)
+            return 130
+    print(f"keras-lcnet: {written} records written to {args.output}"
+          + (f" after the {len(done)} it held" if done else ""), file=sys.stderr)
+    if failed:
+        more = failed - len(failures)  # failures found on resuming are not named
+        shown = ": " + ", ".join(failures + ([f"{more} more"] if more else [])) if failures else ""
+        print(f"keras-lcnet: {failed} of {written + len(done)} inputs failed, see their "
+              f"\"error\" in {args.output}{shown}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _scored(entry: dict) -> str:
@@ -395,23 +436,20 @@ def _describe(preset: Preset) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    _import_keras()
-    import numpy as np
+    if args.output is not None:
+        from keras_lcnet.record_files import check_format
 
-    paths, images = _read_images(args.images, args.preset)
-    if not images:
-        return 1
-    batch = np.concatenate(images)
-    if args.preset is None:
-        task, results = "single_label", _imagenet_results(args, batch)
-    else:
-        task, results = get_preset(args.preset).task, _preset_results(args, batch)
-    for path, result in zip(paths, results, strict=True):
-        if args.json:
-            print(json.dumps({"path": path, "result": result}))
-        else:
-            print(path, *_text_lines(result, task), sep="\n")
-    return 0 if len(paths) == len(args.images) else 1
+        check_format(args.output)  # e.g. pyarrow missing: say so before building a model
+    _import_keras()
+    from keras_lcnet.batch import predict_files
+
+    # The model (or --model file) is opened here, before --output is touched.
+    skip: set[str] = set()  # read lazily: --resume fills it before the first input is read
+    records = predict_files(args.images, _predict_model(args), preset=args.preset, top=args.top,
+                            batch_size=args.batch_size, workers=args.workers, skip=skip)
+    if args.output is None:
+        return _print_records(records, args)
+    return _save_records(records, skip, args)
 
 
 def _architecture_text(arch: dict) -> str:
@@ -674,6 +712,12 @@ def _preset_conflict(args: argparse.Namespace) -> str | None:
 
 
 def _check_predict(args: argparse.Namespace) -> str | None:
+    if args.resume and args.output is None:
+        return "argument --resume: needs --output, the file to resume"
+    if args.json and args.output is not None:
+        return "argument --json: not allowed with argument --output (its suffix sets the format)"
+    if args.model is not None and (args.variant or args.weights):
+        return "argument --model: not allowed with --variant or --weights"
     if args.preset is not None and args.top is not None:
         task = get_preset(args.preset).task
         if task != "single_label":
@@ -739,7 +783,8 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
 def _add_predict(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("predict", help="classify images: ImageNet classes, or a preset's labels",
                        parents=[shared["variant"], shared["weights"]])
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", metavar="SOURCE",
+                   help="image files, folders (searched recursively) or quoted glob patterns")
     p.add_argument("--preset", type=_preset, default=None, metavar="NAME",
                    help="a preset (keras-lcnet info lists them): its model, weights, input "
                    "size and labels; not with --variant or --weights")
@@ -748,6 +793,18 @@ def _add_predict(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
                    "single_label preset's own)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per image: its path and result")
+    p.add_argument("--model", type=_predict_model_file, default=None, metavar="FILE",
+                   help="classify with this .keras, .tflite or .onnx file instead; with "
+                   "--preset, the preset's input pipeline and labels apply")
+    p.add_argument("--output", type=_records_file, default=None, metavar="FILE",
+                   help="write one record per input to FILE.jsonl, .csv or .parquet instead "
+                   "of printing")
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                   help="images per model call (default 32)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="image decoding threads (default: the number of CPUs)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep --output's records and classify only the inputs it lacks")
     p.set_defaults(func=_cmd_predict, check=_check_predict)
 
 
