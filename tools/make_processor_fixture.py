@@ -21,12 +21,16 @@ RGB -> BGR flip, which is the point.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_fixtures import calibrate_batchnorm  # a sibling script
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 FOLDER = FIXTURES / "hf_processor"
@@ -53,13 +57,8 @@ def randomized_model() -> torch.nn.Module:
                 param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = None  # a cumulative average over the batches
-        model.train()
-        for _ in range(3):
-            model(torch.randn((4, 3, 96, 96), generator=generator))
-    return model.eval()
+    calibrate_batchnorm(model, generator, batches=3, shape=(4, 3, 96, 96))
+    return model
 
 
 def main() -> None:

@@ -51,8 +51,9 @@ import torch
 from timm.models._hub import save_config_for_hf
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # helpers imports keras_lcnet.presets
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]  # helpers: keras_lcnet
 from helpers import seeded_paddle_weights, weights_checksum  # noqa: E402
+from torch_fixtures import calibrate_batchnorm  # noqa: E402
 
 FIXTURES_DIR = ROOT / "tests" / "fixtures"
 CLASSES = 10
@@ -86,13 +87,7 @@ def build(architecture: str, seed: int) -> tuple[torch.nn.Module, dict, dict]:
                 state[key].copy_(_f16(torch.rand(state[key].shape, generator=generator) + 0.5))
             elif key.endswith(".bias"):
                 state[key].copy_(_f16(torch.randn(state[key].shape, generator=generator) * 0.1))
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = None  # a cumulative average over the batches
-        model.train()
-        for _ in range(4):
-            model(torch.randn((8, 3, 128, 128), generator=generator))
-        model.eval()
+        calibrate_batchnorm(model, generator, batches=4, shape=(8, 3, 128, 128))
         for key in bn_shapes:
             if key.endswith(_BN_SUFFIXES):
                 state[key].copy_(_f16(state[key]))
