@@ -194,6 +194,9 @@ def audit_onnx(model, max_transposes: int = 1) -> OnnxAudit:
 
 # What the CPU plugin may compute convolutions in, per `export_openvino` precision.
 _OPENVINO_CONV_PRECISIONS = {"f32": {"f32"}, "bf16": {"bf16"}, "int8": {"u8", "i8"}}
+# Convolutions of pooled (1x1) inputs: squeeze-excitation, PP-LCNet's last conv. NNCF may
+# leave them in float (its ignored patterns keep SE blocks float); they cost little.
+_OPENVINO_POOLED_PRECISIONS = {**_OPENVINO_CONV_PRECISIONS, "int8": {"u8", "i8", "f32"}}
 # Ops that betray an unfolded batch norm (MVN: a normalization left as such).
 _OPENVINO_UNFOLDED = ("BatchNormInference", "MVN")
 
@@ -207,14 +210,17 @@ class OpenVINOAudit:
         precision: The IR's precision as `export_openvino` stored it (`"f32"`
             for other IRs).
         conv_precisions: Count of the compute precisions (`"f32"`, `"bf16"`,
-            `"u8"`, ...) of the convolutions in the model compiled by
-            `Runtime`'s settings.
+            `"u8"`, ...) of the convolutions of feature maps in the model
+            compiled with `Runtime`'s settings.
+        pooled_conv_precisions: The same for convolutions of pooled (1x1)
+            inputs, which int8 IRs may keep in float.
         max_transposes: How many `Transpose` ops are acceptable.
     """
 
     ops: dict[str, int]
     precision: str
     conv_precisions: dict[str, int]
+    pooled_conv_precisions: dict[str, int] = dataclasses.field(default_factory=dict)
     max_transposes: int = 1
 
     @property
@@ -231,17 +237,26 @@ class OpenVINOAudit:
                             "not native HSwish / HSigmoid")
         if self.precision == "int8" and not self.ops.get("FakeQuantize"):
             problems.append("an int8 IR without FakeQuantize ops: nothing was quantized")
-        expected = _OPENVINO_CONV_PRECISIONS[self.precision]
-        off = {p: n for p, n in self.conv_precisions.items() if p not in expected}
-        if off:
-            problems.append(f"convolutions computed in {off}, expected {sorted(expected)} "
-                            f"for a {self.precision} IR")
+        for kind, counts, allowed in (
+            ("convolutions", self.conv_precisions, _OPENVINO_CONV_PRECISIONS),
+            ("convolutions of pooled inputs", self.pooled_conv_precisions,
+             _OPENVINO_POOLED_PRECISIONS),
+        ):
+            expected = allowed[self.precision]
+            off = {p: n for p, n in counts.items() if p not in expected}
+            if off:
+                problems.append(f"{kind} computed in {off}, expected {sorted(expected)} "
+                                f"for a {self.precision} IR")
         return problems
 
     def summary(self) -> str:
+        def listed(counts: dict[str, int]) -> str:
+            return ", ".join(f"{p} x{n}" for p, n in sorted(counts.items())) or "none"
+
         ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.ops.items()))
-        computed = ", ".join(f"{p} x{n}" for p, n in sorted(self.conv_precisions.items()))
-        return f"ops: {ops}\nCPU plugin ({self.precision} IR): convolutions in {computed}"
+        return (f"ops: {ops}\nCPU plugin ({self.precision} IR): convolutions in "
+                f"{listed(self.conv_precisions)}; of pooled inputs in "
+                f"{listed(self.pooled_conv_precisions)}")
 
 
 def audit_openvino(model: str | os.PathLike, max_transposes: int = 1) -> OpenVINOAudit:
@@ -270,9 +285,14 @@ def audit_openvino(model: str | os.PathLike, max_transposes: int = 1) -> OpenVIN
         op.get_type_name() for op in ir.get_ordered_ops() if op.get_type_name() not in structural)
     precision = openvino_precision(ir)
     compiled = core.compile_model(ir, "CPU", openvino_config(precision, 1))
-    conv_precisions = collections.Counter(
-        op.get_rt_info()["runtimePrecision"].astype(str)
-        for op in compiled.get_runtime_model().get_ordered_ops()
-        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
-    )
-    return OpenVINOAudit(dict(ops), precision, dict(conv_precisions), max_transposes)
+    maps: collections.Counter[str] = collections.Counter()
+    pooled: collections.Counter[str] = collections.Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) != "Convolution":
+            continue
+        shape = op.input(0).get_partial_shape()  # the runtime model's is NCHW
+        spatial = [d.get_length() for d in list(shape)[2:] if d.is_static]
+        counts = pooled if spatial and max(spatial) == 1 else maps
+        counts[info["runtimePrecision"].astype(str)] += 1
+    return OpenVINOAudit(dict(ops), precision, dict(maps), dict(pooled), max_transposes)
