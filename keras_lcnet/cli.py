@@ -476,7 +476,8 @@ def _export_format(args: argparse.Namespace) -> str:
                          "*.onnx or *.xml (OpenVINO), or pass --format.")
     if fmt == "onnx" and (args.quantize or args.calibration_dir or args.uint8_input):
         raise ValueError("--quantize, --calibration-dir and --uint8-input apply to LiteRT "
-                         "exports; ONNX exports are float32.")
+                         "exports (--calibration-dir also to OpenVINO int8); ONNX exports "
+                         "are float32.")
     if fmt != "onnx" and (args.opset is not None or args.nchw_input):
         raise ValueError("--opset and --nchw-input apply to ONNX exports.")
     _check_openvino_flags(args, fmt)

@@ -194,8 +194,8 @@ def audit_onnx(model, max_transposes: int = 1) -> OnnxAudit:
 
 # What the CPU plugin may compute convolutions in, per `export_openvino` precision.
 _OPENVINO_CONV_PRECISIONS = {"f32": {"f32"}, "bf16": {"bf16"}, "int8": {"u8", "i8"}}
-# Convolutions of pooled (1x1) inputs: squeeze-excitation, PP-LCNet's last conv. NNCF may
-# leave them in float (its ignored patterns keep SE blocks float); they cost little.
+# Convolutions of pooled (1x1) inputs: squeeze-excitation, PP-LCNet's last conv. NNCF's
+# SE_BLOCK ignored pattern leaves SE convolutions in float; they cost little.
 _OPENVINO_POOLED_PRECISIONS = {**_OPENVINO_CONV_PRECISIONS, "int8": {"u8", "i8", "f32"}}
 # Ops that betray an unfolded batch norm (MVN: a normalization left as such).
 _OPENVINO_UNFOLDED = ("BatchNormInference", "MVN")

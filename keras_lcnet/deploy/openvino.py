@@ -5,13 +5,14 @@ input signature. On the TensorFlow backend it hands the traced forward pass
 to `openvino.convert_model`, whose front end folds batch norm into the
 convolutions and maps h-swish and hard-sigmoid to OpenVINO's native `HSwish`
 and `HSigmoid`; the only `Transpose` left is the NHWC input's layout change.
-The alternative, `openvino.convert_model` on our ONNX export, was measured
-(PP-LCNet x1_0, OpenVINO 2026.4, AMD EPYC with AVX512_BF16) to give a
-graph that is no cleaner: it keeps the ONNX `HardSigmoid` (not fused to
-`HSigmoid`), the compiled model has 6 layout `Reorder`s instead of 2, the
-conversion takes three times as long (tf2onnx + rewrites) and needs the whole
-ONNX tool chain. Latency on the loaded 2-core machine was no better
-(median 8.5 ms vs 4.0-8.8 ms at 1 thread, too noisy to rank further).
+The alternative, `openvino.convert_model` on our ONNX export, gives a graph
+that is no cleaner: it keeps ONNX's `HardSigmoid` (not fused to `HSigmoid`),
+its compiled model has 6 layout `Reorder`s instead of 2, and the conversion
+takes about three times as long and needs the whole ONNX tool chain
+(tf2onnx and the rewrites). It is not faster either: interleaved timing of
+PP-LCNet x1_0 (OpenVINO 2026.4, 2-core AMD EPYC with AVX512_BF16, batch 1)
+gave the same median for both IRs (1 thread: 4.02 vs 3.99 ms; 2 threads:
+2.18 vs 2.17 ms).
 
 Precisions (stored in the IR's `rt_info` under `keras_lcnet/precision`, and
 applied by `Runtime` as OpenVINO's `INFERENCE_PRECISION_HINT`):
@@ -20,8 +21,8 @@ applied by `Runtime` as OpenVINO's `INFERENCE_PRECISION_HINT`):
   time. Must match Keras within `FLOAT32_TOLERANCE`.
 - `"bf16"`: float32 weights in the file, bfloat16 compute at run time. Needs
   a CPU whose OpenVINO `OPTIMIZATION_CAPABILITIES` include `BF16`
-  (AVX512_BF16 or AMX); refused elsewhere, where OpenVINO would quietly run
-  float32.
+  (AVX512_BF16 or AMX); refused elsewhere, rather than timing or shipping
+  a "bf16" model that cannot run as one.
 - `"int8"`: post-training quantization by NNCF (`nncf.quantize`) on the
   calibration images; the remaining float ops run in float32.
 """
