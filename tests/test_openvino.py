@@ -95,17 +95,41 @@ def test_bf16_runs_bf16_and_reports_agreement(x0_25_case, tmp_path):
     assert Runtime(report.path).runtime == "OpenVINO (CPU, bf16)"
 
 
-def test_bf16_is_refused_on_a_cpu_without_it(x0_25_case, tmp_path, monkeypatch):
+def _tiny_ir(path: pathlib.Path, precision: str) -> pathlib.Path:
+    """A one-op IR carrying `precision` where export_openvino stores it."""
+    from openvino import opset13 as ops
+
+    images = ops.parameter([1, 8, 8, 3], ov.Type.f32, name="images")
+    model = ov.Model([ops.relu(images)], [images])
+    model.set_rt_info(precision, list(runtime_module.OPENVINO_PRECISION_KEY))
+    ov.save_model(model, path)
+    return path
+
+
+@pytest.fixture
+def no_bf16_cpu(monkeypatch):
+    """OpenVINO reports a CPU without bfloat16 arithmetic."""
     def capabilities(self, device, name):
         return ["FP32", "INT8"] if name == "OPTIMIZATION_CAPABILITIES" else original(
             self, device, name)
 
     original = ov.Core.get_property
     monkeypatch.setattr(ov.Core, "get_property", capabilities)
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(x0_25_case, tmp_path, no_bf16_cpu):
     assert not openvino_supports_bf16()
     with pytest.raises(ValueError, match=r"bf16 needs a CPU with AVX512_BF16 or AMX"):
         export_openvino(x0_25_case[0], tmp_path / "bf16.xml", precision="bf16")
     assert not list(tmp_path.iterdir())
+
+
+def test_runtime_refuses_a_bf16_ir_on_a_cpu_without_it(tmp_path, no_bf16_cpu):
+    path = _tiny_ir(tmp_path / "bf16.xml", "bf16")
+    with pytest.raises(ValueError, match=r"^OpenVINO bf16 needs a CPU") as error:
+        Runtime(path)
+    assert "\n" not in str(error.value)
+    assert main(["bench", str(path), "--runs", "1"]) == 1
 
 
 def test_bf16_detection_agrees_with_the_cpu_flags():
@@ -167,14 +191,15 @@ def test_runtime_refuses_bad_ir_files_in_one_line(tmp_path):
 
 
 def test_runtime_refuses_an_unknown_stored_precision(tmp_path):
-    from openvino import opset13 as ops
-
-    images = ops.parameter([1, 8, 8, 3], ov.Type.f32, name="images")
-    model = ov.Model([ops.relu(images)], [images])
-    model.set_rt_info("fp8", list(runtime_module.OPENVINO_PRECISION_KEY))
-    ov.save_model(model, tmp_path / "odd.xml")
     with pytest.raises(ValueError, match="Unknown keras_lcnet precision 'fp8'"):
-        Runtime(tmp_path / "odd.xml")
+        Runtime(_tiny_ir(tmp_path / "odd.xml", "fp8"))
+
+
+def test_runtime_runs_a_tiny_ir_in_f32(tmp_path):
+    runtime = Runtime(_tiny_ir(tmp_path / "tiny.xml", "f32"), num_threads=1)
+    assert runtime.input_shape == (1, 8, 8, 3) and runtime.runtime == "OpenVINO (CPU, f32)"
+    images = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(runtime.predict(images), np.maximum(images, 0))
 
 
 @pytest.mark.slow

@@ -192,10 +192,10 @@ class _OpenVINO:
         model = core.read_model(path)
         self.precision = openvino_precision(model)
         check_openvino_precision(self.precision)
-        self.compiled = core.compile_model(
-            model, "CPU", openvino_config(self.precision, num_threads))
-        self._request = self.compiled.create_infer_request()
-        source = self.compiled.input(0)
+        compiled = core.compile_model(model, "CPU", openvino_config(self.precision, num_threads))
+        self._request = compiled.create_infer_request()
+        self._input = None  # the array shared with the request, kept alive while set
+        source = compiled.input(0)
         shape = source.get_partial_shape()
         self.input_shape = tuple(shape.to_shape()) if shape.is_static else tuple(
             d.get_length() if d.is_static else None for d in shape)
@@ -210,7 +210,7 @@ class _OpenVINO:
     def set_input(self, array: np.ndarray) -> None:
         import openvino as ov
 
-        self._input = np.ascontiguousarray(array)  # shared with OpenVINO: kept alive here
+        self._input = np.ascontiguousarray(array)
         self._request.set_input_tensor(ov.Tensor(self._input, shared_memory=True))
 
     def output(self) -> np.ndarray:
@@ -241,8 +241,8 @@ class Runtime:
             image input.
         num_threads: CPU threads for the runtime.
         layout: `"NHWC"` or `"NCHW"`: the model's input layout. Default:
-            NHWC for LiteRT; for ONNX, NCHW when the input shape looks like
-            `(batch, channels <= 4, height, width)`.
+            NHWC for LiteRT; for ONNX and OpenVINO, NCHW when the input shape
+            looks like `(batch, channels <= 4, height, width)`.
 
     Attributes:
         path: The model file.
