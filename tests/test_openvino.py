@@ -241,3 +241,22 @@ def test_cli_export_openvino_errors_exit_1(extra, message, tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert message in err and err.startswith("keras-lcnet: error:")
     assert not list(tmp_path.iterdir())
+
+
+def test_runtime_rejects_unsupported_input_types_in_one_line(tmp_path):
+    from openvino import opset13 as ops
+
+    onnx = pytest.importorskip("onnx")
+    images = ops.parameter([1, 8, 8, 3], ov.Type.i32, name="images")
+    ov.save_model(ov.Model([ops.relu(images)], [images]), tmp_path / "int32.xml")
+    with pytest.raises(ValueError, match=r"takes i32 input; supported: \['f32'\]"):
+        Runtime(tmp_path / "int32.xml")
+    # The same check for ONNX (float64 input), now shared by both runtimes.
+    value = onnx.helper.make_tensor_value_info("images", onnx.TensorProto.DOUBLE, [1, 8, 8, 3])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["images"], ["outputs"])], "double", [value],
+        [onnx.helper.make_tensor_value_info("outputs", onnx.TensorProto.DOUBLE, [1, 8, 8, 3])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]),
+              tmp_path / "double.onnx")
+    with pytest.raises(ValueError, match=r"takes tensor\(double\) input; supported: "):
+        Runtime(tmp_path / "double.onnx")
