@@ -73,9 +73,12 @@ def convert(model: keras.Model, input_shape: tuple[int, ...]):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.xml")
         model.export(path, format="openvino", input_signature=[spec], verbose=False)
-        converted = ov.Core().read_model(path)
-        # read_model maps the .bin lazily; copy the weights before the folder goes.
-        converted = converted.clone()
+        # Read into memory (ov.Tensor copies the array): read_model(path) would map
+        # the .bin file, which goes with the folder.
+        with open(path, encoding="utf-8") as f:
+            ir = f.read()
+        weights = ov.Tensor(np.fromfile(path[:-4] + ".bin", np.uint8))
+        converted = ov.Core().read_model(ir, weights)
     converted.outputs[0].tensor.set_names({OUTPUT_NAME})
     return converted
 
