@@ -86,12 +86,17 @@ def convert(model: keras.Model, input_shape: tuple[int, ...]):
 def _quantize(converted, calibration: np.ndarray, batch_size: int):
     """NNCF post-training int8 quantization on the calibration batches."""
     import nncf
-    from nncf.common.logging.logger import set_log_level
+    from nncf.common.logging.logger import nncf_logger
 
-    set_log_level(logging.ERROR)  # its INFO lines and progress bars would flood the report
     data = [batch for batch, _ in batches(calibration, batch_size)]
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        return nncf.quantize(converted, nncf.Dataset(data), subset_size=len(calibration))
+    # Its INFO lines and progress bars would flood the report.
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            return nncf.quantize(converted, nncf.Dataset(data), subset_size=len(calibration))
+    finally:
+        nncf_logger.setLevel(level)
 
 
 def _save(converted, path: str) -> None:
