@@ -623,7 +623,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_FORMATS = {".tflite": "litert", ".onnx": "onnx"}
+_FORMATS = {".tflite": "litert", ".onnx": "onnx", ".xml": "openvino"}
+_FORMAT_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 
 
 def _export_format(args: argparse.Namespace) -> str:
@@ -631,23 +632,39 @@ def _export_format(args: argparse.Namespace) -> str:
     suffix = os.path.splitext(args.output)[1].lower()
     fmt = args.format or _FORMATS.get(suffix)
     if fmt is None:
-        raise ValueError(f"Cannot tell the format from {args.output!r}: name it *.tflite or "
-                         "*.onnx, or pass --format.")
+        raise ValueError(f"Cannot tell the format from {args.output!r}: name it *.tflite, "
+                         "*.onnx or *.xml (OpenVINO), or pass --format.")
     if fmt == "onnx" and (args.quantize or args.calibration_dir or args.uint8_input):
         raise ValueError("--quantize, --calibration-dir and --uint8-input apply to LiteRT "
-                         "exports; ONNX exports are float32.")
-    if fmt == "litert" and (args.opset is not None or args.nchw_input):
+                         "exports (--calibration-dir also to OpenVINO int8); ONNX exports "
+                         "are float32.")
+    if fmt != "onnx" and (args.opset is not None or args.nchw_input):
         raise ValueError("--opset and --nchw-input apply to ONNX exports.")
-    if args.quantize == "int8" and not args.calibration_dir:
-        raise ValueError("--quantize int8 needs --calibration-dir, a folder of representative "
+    _check_openvino_flags(args, fmt)
+    if "int8" in (args.quantize, args.precision) and not args.calibration_dir:
+        flag = "--quantize" if args.quantize else "--precision"
+        raise ValueError(f"{flag} int8 needs --calibration-dir, a folder of representative "
                          "images (a few hundred from your own data is typical).")
+    if not args.output.lower().endswith(_FORMAT_SUFFIXES[fmt]):
+        raise ValueError(f"A {fmt} export is written to a *{_FORMAT_SUFFIXES[fmt]} file; got "
+                         f"--output {args.output!r}.")
     return fmt
+
+
+def _check_openvino_flags(args: argparse.Namespace, fmt: str) -> None:
+    """--precision belongs to OpenVINO, whose int8 recipe is --precision int8."""
+    if fmt != "openvino" and args.precision:
+        raise ValueError("--precision applies to OpenVINO exports (*.xml); LiteRT uses "
+                         "--quantize.")
+    if fmt == "openvino" and (args.quantize or args.uint8_input):
+        raise ValueError("OpenVINO exports take --precision f32|bf16|int8 (int8 with "
+                         "--calibration-dir), not --quantize or --uint8-input.")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     fmt = _export_format(args)
     _import_keras()
-    from keras_lcnet.deploy import ExportError, export_litert, export_onnx
+    from keras_lcnet.deploy import ExportError, export_litert, export_onnx, export_openvino
 
     # XNNPACK has no int8 softmax: an int8 model ending in one is split in two.
     logits = args.logits or args.quantize == "int8"
@@ -659,6 +676,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         report = export_litert(model, args.output, quantize=args.quantize,
                                calibration=args.calibration_dir, uint8_input=args.uint8_input,
                                **common)
+    elif fmt == "openvino":
+        report = export_openvino(model, args.output, precision=args.precision or "f32",
+                                 calibration=args.calibration_dir, **common)
     else:
         report = export_onnx(model, args.output, opset=args.opset or 17,
                              nchw_input=args.nchw_input, **common)
@@ -829,15 +849,19 @@ def _add_convert(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
 
 def _add_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, type=_output_file,
-                   help="file to write: *.tflite or *.onnx")
-    p.add_argument("--format", choices=("litert", "onnx"), default=None,
+                   help="file to write: *.tflite, *.onnx or *.xml (OpenVINO IR, with its .bin)")
+    p.add_argument("--format", choices=("litert", "onnx", "openvino"), default=None,
                    help="default: from the --output suffix")
     p.add_argument("--quantize", choices=("float16", "dynamic", "int8"), default=None,
                    help="LiteRT quantization recipe (default: none, float32)")
     p.add_argument("--calibration-dir", default=None,
-                   help="folder of representative images (needed for --quantize int8)")
+                   help="folder of representative images (needed for --quantize int8 and "
+                   "--precision int8)")
     p.add_argument("--uint8-input", action="store_true",
                    help="int8 model taking uint8 pixels (raw camera frames)")
+    p.add_argument("--precision", choices=("f32", "bf16", "int8"), default=None,
+                   help="OpenVINO precision (default f32): bf16 needs a CPU with AVX512_BF16 "
+                   "or AMX; int8 is NNCF quantization on --calibration-dir")
     p.add_argument("--image-size", type=_image_size, default=224,
                    help=f"input height and width, at least {MIN_INPUT_SIZE} (default 224)")
     p.add_argument("--batch-size", type=int, default=1, help="static batch size (default 1)")
@@ -874,13 +898,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the checkpoint's description as one JSON object")
     p.set_defaults(func=_cmd_info, check=_check_info)
 
-    p = sub.add_parser("export", help="export to LiteRT (.tflite) or ONNX, verified against Keras",
+    p = sub.add_parser("export", help="export to LiteRT (.tflite), ONNX or OpenVINO (.xml), "
+                       "verified against Keras",
                        parents=[shared["variant"], shared["weights"], shared["architecture"]])
     _add_export_flags(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("bench", help="time a .tflite or .onnx model on this CPU")
-    p.add_argument("model", help="a .tflite (LiteRT, XNNPACK) or .onnx (onnxruntime) file")
+    p = sub.add_parser("bench", help="time a .tflite, .onnx or OpenVINO .xml model on this CPU")
+    p.add_argument("model", help="a .tflite (LiteRT, XNNPACK), .onnx (onnxruntime) or .xml "
+                   "(OpenVINO IR) file")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")

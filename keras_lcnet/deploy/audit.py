@@ -1,4 +1,5 @@
-"""Graph audits of exported models: LiteRT ops and XNNPACK delegation, ONNX op shape."""
+"""Graph audits of exported models: LiteRT ops and XNNPACK delegation, ONNX op shape,
+OpenVINO ops and the precision its CPU plugin computes in."""
 
 from __future__ import annotations
 
@@ -189,3 +190,109 @@ def audit_onnx(model, max_transposes: int = 1) -> OnnxAudit:
     counts = collections.Counter(node.op_type for node in model.graph.node)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxAudit(dict(counts), opset, max_transposes)
+
+
+# What the CPU plugin may compute convolutions in, per `export_openvino` precision.
+_OPENVINO_CONV_PRECISIONS = {"f32": {"f32"}, "bf16": {"bf16"}, "int8": {"u8", "i8"}}
+# Convolutions of pooled (1x1) inputs: squeeze-excitation, PP-LCNet's last conv. NNCF's
+# SE_BLOCK ignored pattern leaves SE convolutions in float; they cost little.
+_OPENVINO_POOLED_PRECISIONS = {**_OPENVINO_CONV_PRECISIONS, "int8": {"u8", "i8", "f32"}}
+# Ops that betray an unfolded batch norm (MVN: a normalization left as such).
+_OPENVINO_UNFOLDED = ("BatchNormInference", "MVN")
+
+
+@dataclasses.dataclass
+class OpenVINOAudit:
+    """The op make-up of an OpenVINO IR and the precision its convolutions run in.
+
+    Attributes:
+        ops: Count of each op type in the IR (constants, inputs and outputs left out).
+        precision: The IR's precision as `export_openvino` stored it (`"f32"`
+            for other IRs).
+        conv_precisions: Count of the compute precisions (`"f32"`, `"bf16"`,
+            `"u8"`, ...) of the convolutions of feature maps in the model
+            compiled with `Runtime`'s settings.
+        pooled_conv_precisions: The same for convolutions of pooled (1x1)
+            inputs, which int8 IRs may keep in float.
+        max_transposes: How many `Transpose` ops are acceptable.
+    """
+
+    ops: dict[str, int]
+    precision: str
+    conv_precisions: dict[str, int]
+    pooled_conv_precisions: dict[str, int] = dataclasses.field(default_factory=dict)
+    max_transposes: int = 1
+
+    @property
+    def failures(self) -> list[str]:
+        problems = []
+        if self.ops.get("Transpose", 0) > self.max_transposes:
+            problems.append(
+                f"{self.ops['Transpose']} Transpose ops (at most {self.max_transposes} expected)")
+        unfolded = {op: self.ops[op] for op in _OPENVINO_UNFOLDED if op in self.ops}
+        if unfolded:
+            problems.append(f"batch norm not folded into the convolutions: {unfolded}")
+        if "Clamp" in self.ops:
+            problems.append(f"{self.ops['Clamp']} Clamp ops: h-swish / hard-sigmoid decomposed, "
+                            "not native HSwish / HSigmoid")
+        if self.precision == "int8" and not self.ops.get("FakeQuantize"):
+            problems.append("an int8 IR without FakeQuantize ops: nothing was quantized")
+        for kind, counts, allowed in (
+            ("convolutions", self.conv_precisions, _OPENVINO_CONV_PRECISIONS),
+            ("convolutions of pooled inputs", self.pooled_conv_precisions,
+             _OPENVINO_POOLED_PRECISIONS),
+        ):
+            expected = allowed[self.precision]
+            off = {p: n for p, n in counts.items() if p not in expected}
+            if off:
+                problems.append(f"{kind} computed in {off}, expected {sorted(expected)} "
+                                f"for a {self.precision} IR")
+        return problems
+
+    def summary(self) -> str:
+        def listed(counts: dict[str, int]) -> str:
+            return ", ".join(f"{p} x{n}" for p, n in sorted(counts.items())) or "none"
+
+        ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.ops.items()))
+        return (f"ops: {ops}\nCPU plugin ({self.precision} IR): convolutions in "
+                f"{listed(self.conv_precisions)}; of pooled inputs in "
+                f"{listed(self.pooled_conv_precisions)}")
+
+
+def audit_openvino(model: str | os.PathLike, max_transposes: int = 1) -> OpenVINOAudit:
+    """Counts the op types of an OpenVINO IR and compiles it to see what its convolutions run in.
+
+    The IR is compiled for the CPU with the settings `Runtime` uses (its
+    stored precision as `INFERENCE_PRECISION_HINT`), and the compute
+    precision of each convolution is read from the compiled runtime model.
+
+    Args:
+        model: Path of an `.xml` file.
+        max_transposes: Acceptable `Transpose` count: 1 for an NHWC input
+            (the layout change before the first convolution).
+
+    Returns:
+        An `OpenVINOAudit`.
+    """
+    import openvino as ov
+
+    from keras_lcnet.deploy.runtime import openvino_config, openvino_precision
+
+    core = ov.Core()
+    ir = core.read_model(os.fspath(model))
+    structural = ("Constant", "Parameter", "Result")
+    ops = collections.Counter(
+        op.get_type_name() for op in ir.get_ordered_ops() if op.get_type_name() not in structural)
+    precision = openvino_precision(ir)
+    compiled = core.compile_model(ir, "CPU", openvino_config(precision, 1))
+    maps: collections.Counter[str] = collections.Counter()
+    pooled: collections.Counter[str] = collections.Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) != "Convolution":
+            continue
+        shape = op.input(0).get_partial_shape()  # the runtime model's is NCHW
+        spatial = [d.get_length() for d in list(shape)[2:] if d.is_static]
+        counts = pooled if spatial and max(spatial) == 1 else maps
+        counts[info["runtimePrecision"].astype(str)] += 1
+    return OpenVINOAudit(dict(ops), precision, dict(maps), dict(pooled), max_transposes)

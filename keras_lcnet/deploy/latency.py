@@ -1,4 +1,4 @@
-"""Single-image latency of exported models: LiteRT (XNNPACK) and onnxruntime on CPU.
+"""Single-image latency of exported models: LiteRT (XNNPACK), onnxruntime and OpenVINO on CPU.
 
 ```python
 from keras_lcnet.deploy.latency import measure
@@ -93,7 +93,7 @@ class LatencyResult:
 def measure(
     path: str | os.PathLike, num_threads: int = 1, runs: int = 100, warmup: int = 10
 ) -> LatencyResult:
-    """Measures the single-inference latency of a `.tflite` or `.onnx` model.
+    """Measures the single-inference latency of a `.tflite`, `.onnx` or OpenVINO `.xml` model.
 
     Args:
         path: The model file.

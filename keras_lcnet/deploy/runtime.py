@@ -1,4 +1,4 @@
-"""One wrapper for the runtimes that run exported models: LiteRT (XNNPACK) and onnxruntime.
+"""One wrapper for the runtimes that run exported models: LiteRT (XNNPACK), onnxruntime, OpenVINO.
 
 Export verification, `keras-lcnet bench`, the latency benchmark and the demo
 all open models through `Runtime`, so every one of them runs a file the same
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-RUNTIMES = {".tflite": "LiteRT (XNNPACK)", ".onnx": "onnxruntime (CPU)"}
+RUNTIMES = {".tflite": "LiteRT (XNNPACK)", ".onnx": "onnxruntime (CPU)", ".xml": "OpenVINO (CPU)"}
 LAYOUTS = ("NHWC", "NCHW")
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
@@ -110,7 +110,9 @@ class _OnnxRuntime:
         self._source = session.get_inputs()[0]
         self.input_shape = tuple(self._source.shape)  # names or None where dynamic
         self.input_type = self._source.type
-        self.input_dtype = np.dtype(_ONNX_TYPES.get(self.input_type, np.float32))
+        known = _ONNX_TYPES.get(self.input_type)
+        self.input_dtype = None if known is None else np.dtype(known)
+        self.supported_types = list(_ONNX_TYPES)
         self.input_quantization = None  # ONNX inputs carry no quantization parameters
         self.version = f"onnxruntime {ort.__version__}"
         self._input = None  # the array bound as input, kept alive while bound
@@ -127,6 +129,94 @@ class _OnnxRuntime:
         return self._binding.copy_outputs_to_cpu()[0].astype(np.float32)
 
 
+# Where `export_openvino` records an IR's precision ("f32", "bf16" or "int8") in its rt_info.
+OPENVINO_PRECISION_KEY = ("keras_lcnet", "precision")
+# OpenVINO's INFERENCE_PRECISION_HINT per precision: int8 IRs run their float ops in f32.
+_OPENVINO_HINTS = {"f32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+class RefusedModelError(ValueError):
+    """A model file that opens but is refused: unknown precision, or bf16 without CPU support."""
+
+
+def openvino_supports_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can compute in bfloat16 here (AVX512_BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check_openvino_precision(precision: str) -> None:
+    """Raises `RefusedModelError` for `"bf16"` on a CPU without bfloat16 arithmetic.
+
+    Elsewhere OpenVINO would quietly run such a model in float32.
+    """
+    if precision == "bf16" and not openvino_supports_bf16():
+        raise RefusedModelError(
+            "OpenVINO bf16 needs a CPU with AVX512_BF16 or AMX (OpenVINO's CPU "
+            "OPTIMIZATION_CAPABILITIES lack BF16 here); use precision f32 or int8."
+        )
+
+
+def openvino_precision(model) -> str:
+    """The precision `export_openvino` stored in an `openvino.Model`; "f32" for other IRs."""
+    key = list(OPENVINO_PRECISION_KEY)
+    precision = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "f32"
+    if precision not in _OPENVINO_HINTS:
+        raise RefusedModelError(f"Unknown keras_lcnet precision {precision!r} in the IR's "
+                                f"rt_info; expected one of {list(_OPENVINO_HINTS)}.")
+    return precision
+
+
+def openvino_config(precision: str, num_threads: int) -> dict:
+    """The CPU plugin properties `Runtime` compiles an IR of `precision` with.
+
+    The precision hint is always explicit: OpenVINO's default is bf16 on CPUs
+    that have it, whatever precision the model was exported for.
+    """
+    return {
+        "INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[precision],
+        "INFERENCE_NUM_THREADS": num_threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+
+
+class _OpenVINO:
+    """An OpenVINO CPU infer request, compiled with `openvino_config`."""
+
+    def __init__(self, path: str, num_threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(path)
+        self.precision = openvino_precision(model)
+        check_openvino_precision(self.precision)
+        compiled = core.compile_model(model, "CPU", openvino_config(self.precision, num_threads))
+        self._request = compiled.create_infer_request()
+        self._input = None  # the array shared with the request, kept alive while set
+        source = compiled.input(0)
+        shape = source.get_partial_shape()
+        self.input_shape = tuple(shape.to_shape()) if shape.is_static else tuple(
+            d.get_length() if d.is_static else None for d in shape)
+        self.input_type = source.get_element_type().get_type_name()
+        self.input_dtype = np.dtype(np.float32) if self.input_type == "f32" else None
+        self.supported_types = ["f32"]
+        self.input_quantization = None
+        self.version = f"openvino {ov.__version__}"
+        self.name = f"OpenVINO (CPU, {self.precision})"
+        self.invoke = self._request.infer
+
+    def set_input(self, array: np.ndarray) -> None:
+        import openvino as ov
+
+        self._input = np.ascontiguousarray(array)
+        self._request.set_input_tensor(ov.Tensor(self._input, shared_memory=True))
+
+    def output(self) -> np.ndarray:
+        return np.array(self._request.get_output_tensor(0).data, np.float32)
+
+
 def _reason(error: BaseException) -> str:
     """The runtime's own complaint, on one line and without its error-code prefix."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -135,23 +225,29 @@ def _reason(error: BaseException) -> str:
 
 
 class Runtime:
-    """An exported model opened for inference: a `.tflite` or an `.onnx` file.
+    """An exported model opened for inference: a `.tflite`, `.onnx` or OpenVINO `.xml` file.
 
     `.tflite` files run in `ai-edge-litert`'s interpreter with its default
     XNNPACK delegate, `.onnx` files in onnxruntime's CPU provider (sequential,
-    `num_threads` intra-op threads). On opening, the model's input is filled
-    with random data so that `invoke()` and `run()` can time it at once.
+    `num_threads` intra-op threads), `.xml` files (OpenVINO IR) in OpenVINO's
+    CPU plugin with one stream, the latency hint, `num_threads` threads and
+    the precision `export_openvino` stored in the IR (see `openvino_config`:
+    float32 unless the IR is bf16, even on CPUs where OpenVINO defaults to
+    bf16). On opening, the model's input is filled with random data so that
+    `invoke()` and `run()` can time it at once.
 
     Args:
-        path: A `.tflite` or `.onnx` file with one static-shape 4D image input.
+        path: A `.tflite`, `.onnx` or `.xml` file with one static-shape 4D
+            image input.
         num_threads: CPU threads for the runtime.
         layout: `"NHWC"` or `"NCHW"`: the model's input layout. Default:
-            NHWC for LiteRT; for ONNX, NCHW when the input shape looks like
-            `(batch, channels <= 4, height, width)`.
+            NHWC for LiteRT; for ONNX and OpenVINO, NCHW when the input shape
+            looks like `(batch, channels <= 4, height, width)`.
 
     Attributes:
         path: The model file.
-        runtime: Which runtime runs it, e.g. `"LiteRT (XNNPACK)"`.
+        runtime: Which runtime runs it, e.g. `"LiteRT (XNNPACK)"` or
+            `"OpenVINO (CPU, bf16)"`.
         version: The runtime package and its version.
         num_threads: CPU threads given to the runtime.
         input_shape: The static input shape, batch included, in `layout`.
@@ -161,8 +257,9 @@ class Runtime:
             (pixels = (q - zero_point) * scale), else `None`.
 
     Raises:
-        ValueError: `path` is not a `.tflite` / `.onnx` model the runtime can
-            open (one line naming the file), or its input is not supported.
+        ValueError: `path` is not a `.tflite` / `.onnx` / `.xml` model the
+            runtime can open (one line naming the file), its input is not
+            supported, or it is a bf16 IR and the CPU has no bfloat16.
         FileNotFoundError: `path` does not exist.
     """
 
@@ -172,7 +269,8 @@ class Runtime:
         path = os.fspath(path)
         suffix = os.path.splitext(path)[1].lower()
         if suffix not in RUNTIMES:
-            raise ValueError(f"Cannot run {path!r}: expected a .tflite (LiteRT) or .onnx file.")
+            raise ValueError(f"Cannot run {path!r}: expected a .tflite (LiteRT), .onnx or .xml "
+                             "(OpenVINO IR) file.")
         if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
             raise ValueError(f"`num_threads` must be a positive int, got {num_threads!r}.")
         if layout not in (None, *LAYOUTS):
@@ -182,10 +280,10 @@ class Runtime:
         if os.path.getsize(path) == 0:
             raise ValueError(f"Cannot open {path!r}: the file is empty (0 bytes).")
         self.path, self.num_threads, self.runtime = path, num_threads, RUNTIMES[suffix]
-        opener = _LiteRT if suffix == ".tflite" else _OnnxRuntime
+        opener = {".tflite": _LiteRT, ".onnx": _OnnxRuntime, ".xml": _OpenVINO}[suffix]
         try:
             self._backend = opener(path, num_threads)
-        except ImportError:
+        except (ImportError, RefusedModelError):
             raise
         # onnxruntime's errors derive from Exception only; LiteRT raises
         # ValueError (unreadable flatbuffer) or RuntimeError (allocation).
@@ -195,6 +293,7 @@ class Runtime:
                 f"corrupt, truncated or not a {suffix} model; export it again."
             ) from error
         self.version = self._backend.version
+        self.runtime = getattr(self._backend, "name", self.runtime)
         self._read_input(opener is _LiteRT, layout)
         self.set_input(self._random_pixels())
 
@@ -207,9 +306,9 @@ class Runtime:
                 f"{self.path!r} has input shape {list(shape)}; expected a static 4D image "
                 "input (keras-lcnet export fixes the batch and image size)."
             )
-        if not litert and backend.input_type not in _ONNX_TYPES:
+        if backend.input_dtype is None:
             raise ValueError(f"{self.path!r} takes {backend.input_type} input; supported: "
-                             f"{list(_ONNX_TYPES)}.")
+                             f"{backend.supported_types}.")
         if layout is None:
             channels_first = not litert and shape[1] <= 4 < shape[3]
             layout = "NCHW" if channels_first else "NHWC"

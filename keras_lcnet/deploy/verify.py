@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import keras
 import numpy as np
 
-from keras_lcnet.deploy.audit import LiteRTAudit, OnnxAudit
+from keras_lcnet.deploy.audit import LiteRTAudit, OnnxAudit, OpenVINOAudit
 from keras_lcnet.deploy.runtime import Runtime, batches
 from keras_lcnet.errors import ExportError
 from keras_lcnet.preprocessing import CROP_SIZE, RESIZE_SHORT, load_image
@@ -71,8 +71,9 @@ class ExportReport:
 
     Attributes:
         path: The written file.
-        format: `"litert"` or `"onnx"`.
-        quantize: The quantization recipe (`None` for float32).
+        format: `"litert"`, `"onnx"` or `"openvino"`.
+        quantize: The quantization recipe or reduced precision (`"bf16"`,
+            `"int8"`, ...; `None` for float32).
         input_shape: The static input shape.
         input_dtype: The input dtype (`"uint8"` for raw-pixel int8 models).
         agreement: Outputs compared with Keras.
@@ -92,7 +93,7 @@ class ExportReport:
     input_shape: tuple[int, ...]
     input_dtype: str
     agreement: Agreement
-    audit: LiteRTAudit | OnnxAudit
+    audit: LiteRTAudit | OnnxAudit | OpenVINOAudit
     tolerance: float | None
     input_quantization: tuple[float, int] | None = None
     twin: Agreement | None = None
@@ -135,8 +136,9 @@ class ExportReport:
         return lines
 
     def summary(self) -> str:
-        size = os.path.getsize(self.path) / 1e6
-        name = {"litert": "LiteRT", "onnx": "ONNX"}[self.format]
+        files = [self.path] + ([self.path[:-4] + ".bin"] if self.format == "openvino" else [])
+        size = sum(os.path.getsize(f) for f in files) / 1e6
+        name = {"litert": "LiteRT", "onnx": "ONNX", "openvino": "OpenVINO"}[self.format]
         quantized = ""
         if self.input_quantization:
             scale, zero_point = self.input_quantization
@@ -161,8 +163,8 @@ class ExportReport:
 def check_backend() -> None:
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
-            "LiteRT and ONNX export trace the model with TensorFlow; this Keras runs the "
-            f"'{keras.backend.backend()}' backend. Set KERAS_BACKEND=tensorflow before "
+            "LiteRT, ONNX and OpenVINO exports trace the model with TensorFlow; this Keras runs "
+            f"the '{keras.backend.backend()}' backend. Set KERAS_BACKEND=tensorflow before "
             "importing keras."
         )
 
