@@ -108,30 +108,6 @@ def relative_error(actual, expected) -> float:
     )
 
 
-def mutate_bytes(data: bytes, rng: np.random.Generator, hot_spots: Sequence[int] = ()) -> bytes:
-    """One seeded corruption of a file: a flipped bit, a cut, an insertion or a huge number.
-
-    Half the mutations land near one of `hot_spots` (offsets of headers and size
-    fields, where a corruption changes structure rather than a weight's value).
-    """
-    data = bytearray(data)
-    if hot_spots and rng.random() < 0.5:
-        spot = int(hot_spots[int(rng.integers(0, len(hot_spots)))])
-        pos = min(max(spot + int(rng.integers(-16, 16)), 0), len(data) - 1)
-    else:
-        pos = int(rng.integers(0, len(data)))
-    kind = int(rng.integers(0, 4))
-    if kind == 0:
-        data[pos] ^= 1 << int(rng.integers(0, 8))
-    elif kind == 1:
-        del data[pos:]
-    elif kind == 2:
-        data[pos:pos] = rng.bytes(int(rng.integers(1, 9)))
-    else:  # a size field's worth of 0xff...: a little-endian integer or a varint's start
-        data[pos : pos + 8] = int(rng.integers(2**31, 2**63)).to_bytes(8, "little")
-    return bytes(data)
-
-
 def run_python(code: str, backend: str = "tensorflow", timeout: int = 600, **env: str):
     """Runs `code` in a fresh interpreter with the given Keras backend."""
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", **env}

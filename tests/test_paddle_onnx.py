@@ -12,7 +12,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, mutate_bytes, onnx_reference, relative_error, run_python
+from helpers import FIXTURES, mutate, onnx_reference, relative_error, run_python
 
 import keras_lcnet
 from keras_lcnet.errors import CheckpointError
@@ -417,7 +417,7 @@ def _check_mutations(tmp_path, seeds) -> None:
     path = tmp_path / "inference.onnx"
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        mutated = _mutate_dims(data, rng) if seed % 5 == 0 else mutate_bytes(data, rng, spots)
+        mutated = _mutate_dims(data, rng) if seed % 5 == 0 else mutate(data, rng, spots)
         path.write_bytes(mutated)
         tracemalloc.start()
         try:

@@ -16,8 +16,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, relative_error, run_python
-from test_pdiparams import _mutate, _program_shapes, _varint
+from helpers import FIXTURES, mutate, relative_error, run_python
+from test_pdiparams import _program_shapes, _varint
 
 import keras_lcnet
 from keras_lcnet.checkpoints.pdiparams import (
@@ -271,7 +271,7 @@ def _check_mutations(tmp_path, seeds) -> None:
     reference = read_inference_model(DEFAULT / "inference.pdmodel")
     limit = 8 * (DEFAULT / "inference.pdiparams").stat().st_size
     for seed in seeds:
-        (folder / "inference.pdmodel").write_bytes(_mutate(original, np.random.default_rng(seed)))
+        (folder / "inference.pdmodel").write_bytes(mutate(original, np.random.default_rng(seed)))
         tracemalloc.start()
         try:
             model = read_inference_model(folder)
