@@ -879,8 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-lcnet",
         description="PP-LCNet for Keras 3: classify images, convert or describe "
-        "checkpoints, list the presets (published weights), export to LiteRT/ONNX and time "
-        "them.",
+        "checkpoints, list the presets (published weights), export to LiteRT/ONNX/OpenVINO "
+        "and time them.",
     )
     parser.add_argument("--version", action="version", version=f"keras-lcnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
