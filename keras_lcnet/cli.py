@@ -99,7 +99,7 @@ def _thread_counts(value: str) -> list[int]:
     return [_positive_int(part) for part in value.split(",")]
 
 
-# `keras_lcnet.deploy.compare.TARGETS`, named here so that parsing imports no Keras.
+# `keras_lcnet.deploy.comparison.TARGETS`, named here so that parsing imports no Keras.
 COMPARE_TARGETS = ("litert-f32", "litert-f16", "litert-int8", "onnx-f32", "openvino-f32",
                    "openvino-bf16", "openvino-int8")
 
@@ -724,7 +724,7 @@ def _compare_model(args: argparse.Namespace) -> tuple[keras.Model, tuple[int, in
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     _import_keras()
-    from keras_lcnet.deploy.compare import DEFAULT_TARGETS, compare_runtimes
+    from keras_lcnet.deploy.comparison import DEFAULT_TARGETS, compare_runtimes
 
     model, image_size = _compare_model(args)
     # Converters print to stdout, which holds only the report.

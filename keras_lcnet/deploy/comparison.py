@@ -2,7 +2,7 @@
 
 ```python
 import keras_lcnet
-from keras_lcnet.deploy.compare import compare_runtimes
+from keras_lcnet.deploy.comparison import compare_runtimes
 
 model = keras_lcnet.PPLCNet_x1_0(weights="imagenet", classifier_activation=None)
 report = compare_runtimes(model, threads=(1, 2), calibration="calibration_images/")
