@@ -708,8 +708,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _compare_model(args: argparse.Namespace) -> tuple[keras.Model, tuple[int, int] | None]:
-    """The model --preset or --variant/--weights describe (logits: XNNPACK has no int8
-    softmax), and its input size."""
+    """The model --preset or --variant/--weights describe, and its input size.
+
+    Logits outputs: XNNPACK has no int8 softmax (an int8 model ending in one is split).
+    """
     from keras_lcnet import from_preset
 
     with contextlib.redirect_stdout(sys.stderr):  # download progress: stdout holds the report

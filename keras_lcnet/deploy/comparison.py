@@ -23,7 +23,6 @@ import dataclasses
 import importlib
 import json
 import os
-import platform
 import tempfile
 
 import keras
@@ -71,7 +70,12 @@ _VERSIONS = {"keras": ("keras",), "tensorflow": ("tensorflow", "tensorflow-cpu")
 
 
 def cpu_flags() -> list[str] | None:
-    """The `CPU_FLAGS` this CPU has (from /proc/cpuinfo); `None` where that cannot be read."""
+    """The `CPU_FLAGS` this CPU has, from /proc/cpuinfo.
+
+    Returns:
+        The flags present, in `CPU_FLAGS` order; `None` where /proc/cpuinfo
+        cannot be read or has no flags (not Linux, or not x86).
+    """
     try:
         with open("/proc/cpuinfo") as f:
             line = next((line for line in f if line.startswith("flags")), None)
@@ -144,6 +148,7 @@ class ComparisonReport:
         return {row.threads: row for row in self.rows if row.fastest}
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data (what `to_json` writes)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
@@ -373,5 +378,5 @@ def compare_runtimes(
                            "not installed") for name, dists in _VERSIONS.items()}
     return ComparisonReport(model=model.name, input_shape=input_shape, runs=runs, warmup=warmup,
                             calibration=described, cpu=cpu_model(),
-                            cpu_flags=cpu_flags() if platform.system() == "Linux" else None,
+                            cpu_flags=cpu_flags(),
                             versions=versions, rows=rows)
