@@ -220,7 +220,7 @@ def _export(model: keras.Model, target: str, folder: str, data: np.ndarray, imag
     fmt, recipe, _ = TARGETS[target]
     path = os.path.join(folder, target + {"litert": ".tflite", "onnx": ".onnx"}.get(fmt, ".xml"))
     common = {"image_size": image_size, "verification": data, "strict": False}
-    int8 = "int8" in target
+    int8 = recipe == "int8"
     try:
         if fmt == "litert":
             report = export_litert(model, path, quantize=recipe,
