@@ -95,6 +95,24 @@ def _image_size(value: str) -> int:
     return size
 
 
+def _thread_counts(value: str) -> list[int]:
+    return [_positive_int(part) for part in value.split(",")]
+
+
+# `keras_lcnet.deploy.comparison.TARGETS`, named here so that parsing imports no Keras.
+COMPARE_TARGETS = ("litert-f32", "litert-f16", "litert-int8", "onnx-f32", "openvino-f32",
+                   "openvino-bf16", "openvino-int8")
+
+
+def _compare_targets(value: str) -> list[str]:
+    targets = [part.strip() for part in value.split(",")]
+    unknown = [t for t in targets if t not in COMPARE_TARGETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown target {unknown[0]!r}; choose from {', '.join(COMPARE_TARGETS)}")
+    return list(dict.fromkeys(targets))
+
+
 def _stride_list(value: str) -> list:
     example = "'2,[2,1],[2,1],[2,1],[2,1]'"
     try:
@@ -689,11 +707,46 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_model(args: argparse.Namespace) -> tuple[keras.Model, tuple[int, int] | None]:
+    """The model --preset or --variant/--weights describe, and its input size.
+
+    Logits outputs: XNNPACK has no int8 softmax (an int8 model ending in one is split).
+    """
+    from keras_lcnet import from_preset
+
+    with contextlib.redirect_stdout(sys.stderr):  # download progress: stdout holds the report
+        if args.preset is not None:
+            size = args.image_size or get_preset(args.preset).input.size
+            return from_preset(args.preset, classifier_activation=None), size
+        if _weights(args) is None:
+            print("keras-lcnet: --weights none: random weights; int8 and bf16 agreement "
+                  "with Keras says little.", file=sys.stderr)
+        return _build_model(args, logits=True), args.image_size
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    _import_keras()
+    from keras_lcnet.deploy.comparison import DEFAULT_TARGETS, compare_runtimes
+
+    model, image_size = _compare_model(args)
+    # Converters print to stdout, which holds only the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = compare_runtimes(model, image_size=image_size, threads=args.threads or [1],
+                                  runs=args.runs, warmup=args.warmup,
+                                  precisions=args.precisions or DEFAULT_TARGETS,
+                                  calibration=args.calibration_dir)
+    print(report.to_json() if args.json else report.table())
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _cmd_compare(args)
     _import_keras()
     from keras_lcnet.deploy.latency import measure
 
-    result = measure(args.model, num_threads=args.threads, runs=args.runs, warmup=args.warmup)
+    threads = args.threads[0] if args.threads else 1
+    result = measure(args.model, num_threads=threads, runs=args.runs, warmup=args.warmup)
     over = args.budget_ms is not None and result.median_ms > args.budget_ms
     if args.json:
         data = result.to_dict()
@@ -756,6 +809,34 @@ def _check_convert(args: argparse.Namespace) -> str | None:
     if args.checkpoint is None and args.preset is None:
         return "give the CHECKPOINT to convert, or --preset NAME to fetch a published one"
     return _preset_conflict(args)
+
+
+# bench flags that only --compare uses, by destination.
+_COMPARE_ONLY = {
+    "variant": "--variant",
+    "weights": "--weights",
+    "preset": "--preset",
+    "image_size": "--image-size",
+    "calibration_dir": "--calibration-dir",
+    "precisions": "--precisions",
+}
+
+
+def _check_bench(args: argparse.Namespace) -> str | None:
+    if args.compare:
+        if args.model is not None:
+            return "argument MODEL: not allowed with --compare (it exports the model itself)"
+        if args.budget_ms is not None:
+            return "argument --budget-ms: not allowed with --compare"
+        return _preset_conflict(args)
+    if args.model is None:
+        return "give the MODEL file to time, or --compare to export and time every runtime"
+    given = [flag for dest, flag in _COMPARE_ONLY.items() if getattr(args, dest) is not None]
+    if given:
+        return f"argument {given[0]}: applies to --compare"
+    if args.threads and len(args.threads) > 1:
+        return "argument --threads: one thread count without --compare"
+    return None
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -870,6 +951,34 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
                    help="ONNX model takes NCHW images (no Transpose in the graph)")
 
 
+def _add_bench_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="a .tflite (LiteRT, XNNPACK), .onnx (onnxruntime) or .xml (OpenVINO IR) "
+                   "file; not with --compare")
+    p.add_argument("--threads", type=_thread_counts, default=None, metavar="N[,N...]",
+                   help="CPU threads (default 1); with --compare, a list, e.g. 1,2")
+    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--budget-ms", type=_positive_float, default=None,
+                   help="exit with code 1 when the median latency is over this many ms")
+    p.add_argument("--compare", action="store_true",
+                   help="export the model (--variant/--weights or --preset) to every runtime "
+                   "and precision that runs here, time them interleaved, mark the fastest")
+    p.add_argument("--preset", type=_preset, default=None, metavar="NAME",
+                   help="with --compare: a preset's model and input size; not with --variant "
+                   "or --weights")
+    p.add_argument("--image-size", type=_image_size, default=None,
+                   help=f"with --compare: input height and width, at least {MIN_INPUT_SIZE} "
+                   "(default 224, or the preset's)")
+    p.add_argument("--calibration-dir", default=None,
+                   help="with --compare: images to calibrate and verify the int8 targets on "
+                   "(default: random pixels, which time int8 truthfully but not its accuracy)")
+    p.add_argument("--precisions", type=_compare_targets, default=None, metavar="T[,T...]",
+                   help="with --compare: targets to try, from " + ", ".join(COMPARE_TARGETS)
+                   + " (default: all but litert-f16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-lcnet` (exposed for docs and tests).
 
@@ -904,16 +1013,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_flags(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("bench", help="time a .tflite, .onnx or OpenVINO .xml model on this CPU")
-    p.add_argument("model", help="a .tflite (LiteRT, XNNPACK), .onnx (onnxruntime) or .xml "
-                   "(OpenVINO IR) file")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--budget-ms", type=_positive_float, default=None,
-                   help="exit with code 1 when the median latency is over this many ms")
-    p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser("bench", help="time a .tflite, .onnx or OpenVINO .xml model on this CPU, "
+                       "or (--compare) every runtime and precision",
+                       parents=[shared["variant"], shared["weights"]])
+    _add_bench_flags(p)
+    p.set_defaults(func=_cmd_bench, check=_check_bench)
     return parser
 
 

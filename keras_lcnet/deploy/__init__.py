@@ -16,7 +16,8 @@ print(measure("lcnet.tflite", num_threads=2).summary())
 Modules: `litert`, `onnx` and `openvino` (one export each), `verify` (what
 they share: input shapes, comparison with Keras, the report), `audit` (graph
 checks), `runtime` (one wrapper that runs `.tflite`, `.onnx` and OpenVINO
-`.xml` files, for verification and timing) and `latency` (timing). Exports
+`.xml` files, for verification and timing), `latency` (timing) and
+`comparison` (`compare_runtimes`: every runtime and precision timed together). Exports
 need the TensorFlow backend and the `export` extra
 (`pip install "keras-lcnet[export]"`).
 """
@@ -29,6 +30,7 @@ from keras_lcnet.deploy.audit import (
     audit_onnx,
     audit_openvino,
 )
+from keras_lcnet.deploy.comparison import ComparisonReport, compare_runtimes
 from keras_lcnet.deploy.latency import LatencyResult, Runner, interleave, measure
 from keras_lcnet.deploy.litert import QUANTIZE_MODES, export_litert
 from keras_lcnet.deploy.onnx import export_onnx
@@ -47,6 +49,7 @@ __all__ = [
     "PRECISIONS",
     "QUANTIZE_MODES",
     "Agreement",
+    "ComparisonReport",
     "ExportError",
     "ExportReport",
     "LatencyResult",
@@ -59,6 +62,7 @@ __all__ = [
     "audit_onnx",
     "audit_openvino",
     "compare",
+    "compare_runtimes",
     "export_litert",
     "export_onnx",
     "export_openvino",
