@@ -8,6 +8,7 @@ import os
 import keras
 
 from keras_lcnet.architecture_v2 import DROPOUT_V2
+from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import assign_arrays
 from keras_lcnet.checkpoints.mapping_v2 import convert_pdparams_v2, fold_rep_arrays
@@ -42,7 +43,16 @@ def _dropout_rate(model: keras.Model) -> float:
     return DROPOUT_V2
 
 
-def load_pdparams_v2(model: keras.Model, path: str | os.PathLike) -> None:
+def _load_state_v2(model: keras.Model, state, origin: str, dropout_rate: float) -> None:
+    """Loads PaddleClas-named PP-LCNetV2 tensors, folding branches for a deploy-form model."""
+    arrays, sources = convert_pdparams_v2(state, dropout_rate)
+    fold_rep_arrays(model, arrays, sources, origin)
+    assign_arrays(model, arrays, origin, sources)
+
+
+def load_pdparams_v2(
+    model: keras.Model, path: str | os.PathLike, state: dict | None = None
+) -> None:
     """Loads a PaddleClas PP-LCNetV2 `.pdparams` checkpoint, all or nothing.
 
     The rep blocks' branches are loaded; a model in deploy form gets them
@@ -52,14 +62,37 @@ def load_pdparams_v2(model: keras.Model, path: str | os.PathLike) -> None:
     Args:
         model: A model built by `keras_lcnet.PPLCNetV2`.
         path: The checkpoint.
+        state: Its tensors, when already read with `read_pdparams`.
 
     Raises:
         CheckpointError: The file cannot be read or does not fit the model.
     """
     path = os.fspath(path)
-    arrays, sources = convert_pdparams_v2(read_pdparams(path), _dropout_rate(model))
-    fold_rep_arrays(model, arrays, sources, path)
-    assign_arrays(model, arrays, path, sources)
+    state = read_pdparams(path) if state is None else state
+    _load_state_v2(model, state, path, _dropout_rate(model))
+
+
+def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | None = None) -> None:
+    """Loads a timm `lcnetv2_*` checkpoint: a timm folder or its `model.safetensors`.
+
+    timm's dropout is inverted (the identity at inference), so nothing is
+    folded into the classifier, whatever the model's `dropout_rate`.
+
+    Args:
+        model: A model built by `keras_lcnet.PPLCNetV2` (either form).
+        source: A timm folder (`config.json` + `model.safetensors`) or the file.
+        state: The file's tensors, when already read.
+
+    Raises:
+        CheckpointError: The folder describes another timm model, or the
+            tensors are not a PP-LCNetV2's or do not fit the model.
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        timm.read_config(source)  # another architecture is refused before reading weights
+    path = timm.weights_file(source)
+    state = timm.read_state(path) if state is None else state
+    _load_state_v2(model, timm.paddle_state_v2(state), path, dropout_rate=0.0)
 
 
 def load_weights_v2(
@@ -74,8 +107,9 @@ def load_weights_v2(
     Args:
         model: A model built by `keras_lcnet.PPLCNetV2`.
         weights: `"imagenet"` or `"imagenet_ssld"`, a PaddleClas `.pdparams`
-            file, or a Keras `.weights.h5` / `.keras` file saved from a model
-            of the same form (branch or deploy).
+            file, timm's `lcnetv2_*` `model.safetensors`, or a Keras
+            `.weights.h5` / `.keras` file saved from a model of the same
+            form (branch or deploy).
         variant: `"small"`, `"base"` or `"large"`; needed for the tags.
 
     Raises:
@@ -88,6 +122,9 @@ def load_weights_v2(
         _load_pretrained(model, preset, convert=convert_pdparams_v2)
         return
     path = os.fspath(weights)
+    if timm.is_timm_source(path):
+        load_timm_v2(model, path)
+        return
     with open(path, "rb") as f:
         head = f.read(len(HDF5_SIGNATURE))
     if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):
