@@ -70,3 +70,16 @@ def test_onnx_export_of_the_branch_form_is_folded(v2_case, tmp_path):
     assert report.audit.ops["Conv"] == _conv_layers(model)
     assert not report.audit.ops.get("BatchNormalization")
     assert relative_error(Runtime(report.path).predict(pixels), logits) <= TOLERANCE
+
+
+def test_cli_export_of_a_v2_checkpoint_is_folded_and_verified(tmp_path, capsys):
+    from keras_lcnet.cli import main
+
+    output = tmp_path / "v2.tflite"
+    argv = ["export", "--weights", str(FIXTURES / f"{CASE}.pdparams"), "--logits",
+            "--output", str(output)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "verification OK" in out and "1 partition(s)" in out
+    model = keras_lcnet.PPLCNetV2(weights=None, scale=0.25, depths=[2, 2, 4, 2], classes=10)
+    assert f"DEPTHWISE_CONV_2D x{_depthwise_layers(model)}," in out
