@@ -377,8 +377,8 @@ def _list_presets() -> None:
     for preset in presets.PRESETS:  # read now: the registry may be extended at run time
         group = "ImageNet-1k presets" if preset.tag in PRETRAINED_TAGS else "Task presets"
         groups[group].append(_preset_row(preset))
-    groups["PP-LCNetV2 ImageNet-1k weights (--variant v2_small|v2_base|v2_large --weights "
-           "TAG)"] = [_preset_row(preset) for preset in presets.V2_PRESETS]
+    groups["PP-LCNetV2 ImageNet-1k weights (not presets: --variant v2_small|v2_base|v2_large "
+           "--weights imagenet|imagenet_ssld)"] = [_preset_row(p) for p in presets.V2_PRESETS]
     rows = [header] + [row for group in groups.values() for row in group]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for title, group in groups.items():

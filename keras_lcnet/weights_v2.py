@@ -13,7 +13,8 @@ from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, r
 from keras_lcnet.checkpoints.mapping import assign_arrays
 from keras_lcnet.checkpoints.mapping_v2 import convert_pdparams_v2, fold_rep_arrays
 from keras_lcnet.checkpoints.pdparams import read_pdparams
-from keras_lcnet.presets import PRETRAINED_TAGS, find_preset_v2
+from keras_lcnet.errors import CheckpointError
+from keras_lcnet.presets import PRETRAINED_TAGS, InputContract, find_preset_v2
 from keras_lcnet.weights import _load_pretrained
 
 
@@ -84,12 +85,22 @@ def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | No
         state: The file's tensors, when already read.
 
     Raises:
-        CheckpointError: The folder describes another timm model, or the
-            tensors are not a PP-LCNetV2's or do not fit the model.
+        CheckpointError: The folder describes another timm model or other
+            normalization statistics, or the tensors are not a
+            PP-LCNetV2's or do not fit the model.
     """
     source = os.fspath(source)
-    if os.path.isdir(source):
-        timm.read_config(source)  # another architecture is refused before reading weights
+    if os.path.isdir(source):  # another architecture is refused before reading weights
+        config_path = os.path.join(source, "config.json")
+        contract = timm.input_contract(timm.read_config(source), config_path)
+        in_graph = any(layer.name == "normalization" for layer in model.layers)
+        if in_graph and (contract.mean, contract.std) != (InputContract().mean,
+                                                          InputContract().std):
+            raise CheckpointError(
+                f"{config_path} normalizes with mean {contract.mean} and std {contract.std}; "
+                "PPLCNetV2 builds ImageNet's into its graph: normalize the inputs yourself "
+                "and pass include_preprocessing=False."
+            )
     path = timm.weights_file(source)
     state = timm.read_state(path) if state is None else state
     _load_state_v2(model, timm.paddle_state_v2(state), path, dropout_rate=0.0)

@@ -146,3 +146,16 @@ def test_other_backends_match_timm(folder, tmp_path, backend):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     assert float(line.split()[1]) <= TOLERANCE
+
+
+def test_other_normalization_statistics_are_refused(folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"]["mean"] = [0.5, 0.5, 0.5]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"mean \(0\.5, 0\.5, 0\.5\).*include_preprocessing"):
+        keras_lcnet.from_checkpoint(copy)
+    model = keras_lcnet.from_checkpoint(copy, include_preprocessing=False)  # the caller normalizes
+    assert model.output.shape[-1] == CLASSES
