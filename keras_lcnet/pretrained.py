@@ -181,8 +181,9 @@ def _build_v2(state: dict, origin: str, overrides: dict) -> keras.Model:
     found = infer_architecture_v2(state, origin)
     for name in ("scale", "depths", "classes"):
         given = overrides.get(name)
-        if given is not None and found[name] is not None and list(np.atleast_1d(given)) != list(
-                np.atleast_1d(found[name])):
+        if given is None or found[name] is None:
+            continue
+        if np.atleast_1d(given).tolist() != np.atleast_1d(found[name]).tolist():
             raise ValueError(
                 f"{name}={given!r} contradicts {origin} ({name}={found[name]!r}): "
                 f"leave {name} out."

@@ -73,6 +73,26 @@ def load_pdparams_v2(
     _load_state_v2(model, state, path, _dropout_rate(model))
 
 
+def _check_timm_config_v2(model: keras.Model, folder: str) -> None:
+    """A timm folder's `config.json` must name an `lcnetv2_*` and, when the model
+    normalizes in its graph, ImageNet's statistics (the ones it builds in)."""
+    config_path = os.path.join(folder, "config.json")
+    config = timm.read_config(folder)
+    if config["architecture"] not in timm.ARCHITECTURES_V2:
+        raise CheckpointError(
+            f"{config_path} describes timm's {config['architecture']!r} but its weights "
+            "are a PP-LCNetV2's: the folder mixes two checkpoints."
+        )
+    contract = timm.input_contract(config, config_path)
+    in_graph = any(layer.name == "normalization" for layer in model.layers)
+    if in_graph and (contract.mean, contract.std) != (InputContract().mean, InputContract().std):
+        raise CheckpointError(
+            f"{config_path} normalizes with mean {contract.mean} and std {contract.std}; "
+            "PPLCNetV2 builds ImageNet's into its graph: normalize the inputs yourself "
+            "and pass include_preprocessing=False."
+        )
+
+
 def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | None = None) -> None:
     """Loads a timm `lcnetv2_*` checkpoint: a timm folder or its `model.safetensors`.
 
@@ -91,16 +111,7 @@ def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | No
     """
     source = os.fspath(source)
     if os.path.isdir(source):  # another architecture is refused before reading weights
-        config_path = os.path.join(source, "config.json")
-        contract = timm.input_contract(timm.read_config(source), config_path)
-        in_graph = any(layer.name == "normalization" for layer in model.layers)
-        if in_graph and (contract.mean, contract.std) != (InputContract().mean,
-                                                          InputContract().std):
-            raise CheckpointError(
-                f"{config_path} normalizes with mean {contract.mean} and std {contract.std}; "
-                "PPLCNetV2 builds ImageNet's into its graph: normalize the inputs yourself "
-                "and pass include_preprocessing=False."
-            )
+        _check_timm_config_v2(model, source)
     path = timm.weights_file(source)
     state = timm.read_state(path) if state is None else state
     _load_state_v2(model, timm.paddle_state_v2(state), path, dropout_rate=0.0)

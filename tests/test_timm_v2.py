@@ -159,3 +159,15 @@ def test_other_normalization_statistics_are_refused(folder, tmp_path):
         keras_lcnet.from_checkpoint(copy)
     model = keras_lcnet.from_checkpoint(copy, include_preprocessing=False)  # the caller normalizes
     assert model.output.shape[-1] == CLASSES
+
+
+def test_folder_whose_config_names_a_v1_is_refused(folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"] = "lcnet_050"
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"'lcnet_050' but its weights .*mixes two") as e:
+        keras_lcnet.from_checkpoint(copy)
+    assert "\n" not in str(e.value)
