@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from keras_lcnet import __version__, presets
+from keras_lcnet import __version__, cli_v2, presets
 from keras_lcnet.architecture import DEFAULT_STRIDES, MIN_INPUT_SIZE
 from keras_lcnet.cache import cache_dir, is_cached
 from keras_lcnet.labels import preset_labels
@@ -38,10 +38,12 @@ def _error(message: object) -> None:
 
 
 def _variant(value: str) -> str:
+    if cli_v2.is_v2(value):
+        return value
     value = value if value.startswith("x") else f"x{value}"
     if value not in VARIANTS:
         raise argparse.ArgumentTypeError(
-            f"unknown variant {value!r}; choose from {', '.join(VARIANTS)}"
+            f"unknown variant {value!r}; choose from {', '.join((*VARIANTS, *cli_v2.VARIANTS))}"
         )
     return value
 
@@ -174,7 +176,7 @@ def _is_pdparams(weights: str | None) -> bool:
 def _flag_overrides(args: argparse.Namespace, logits: bool) -> dict:
     """The `PPLCNet` arguments the user set with flags, and the output activation."""
     flags = {
-        "scale": VARIANTS[args.variant] if args.variant else None,
+        "scale": VARIANTS.get(args.variant),  # None for v2_* (scale and depths in one name)
         "classes": getattr(args, "classes", None),
         "stride_list": getattr(args, "stride_list", None),
         "dropout_rate": getattr(args, "dropout_rate", None),
@@ -193,6 +195,8 @@ def _build_model(args: argparse.Namespace, logits: bool) -> keras.Model:
 
     overrides = _flag_overrides(args, logits)
     weights = _weights(args)
+    if cli_v2.is_v2(args.variant):
+        return cli_v2.build_model(args.variant, weights, overrides, _is_pdparams(weights))
     if _is_pdparams(weights):
         return from_checkpoint(weights, **overrides)
     overrides.setdefault("scale", VARIANTS[DEFAULT_VARIANT])
@@ -391,6 +395,8 @@ def _list_presets() -> None:
     for preset in presets.PRESETS:  # read now: the registry may be extended at run time
         group = "ImageNet-1k presets" if preset.tag in PRETRAINED_TAGS else "Task presets"
         groups[group].append(_preset_row(preset))
+    groups["PP-LCNetV2 ImageNet-1k weights (not presets: --variant v2_small|v2_base|v2_large "
+           "--weights imagenet|imagenet_ssld)"] = [_preset_row(p) for p in presets.V2_PRESETS]
     rows = [header] + [row for group in groups.values() for row in group]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for title, group in groups.items():
@@ -472,6 +478,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _architecture_text(arch: dict) -> str:
     """An architecture on one line: width, head, strides unless default, last conv, dropout."""
+    if "depths" in arch:
+        return cli_v2.architecture_text(arch)
     parts = [f"PPLCNet_{arch['variant']}"]
     parts.append(f"{arch['classes']} classes" if arch["include_top"] else "no classifier")
     strides = arch["stride_list"]
@@ -529,6 +537,11 @@ def _convert_checkpoint(
     overrides = _flag_overrides(args, args.logits)
     if args.no_preprocessing:
         overrides["include_preprocessing"] = False
+    if described["architecture"] and "depths" in described["architecture"]:
+        return cli_v2.convert_checkpoint(args, described, overrides)
+    if cli_v2.is_v2(args.variant):
+        raise ValueError(f"{args.checkpoint} is not a PP-LCNetV2 checkpoint: leave --variant "
+                         f"{args.variant} out.")
     model = from_checkpoint(args.checkpoint, **overrides)
     built = architecture_of_layers({layer.name: layer.get_config() for layer in model.layers})
     print(f"Architecture: {_architecture_text(built)} ({_origin_text(described, args, built)})")
@@ -861,8 +874,8 @@ def _shared_flags() -> dict[str, argparse.ArgumentParser]:
     """Parent parsers for the flags several commands share."""
     variant = argparse.ArgumentParser(add_help=False)
     variant.add_argument("--variant", type=_variant, default=None,
-                         help=f"width, e.g. x0_25 (default: a checkpoint's own, else "
-                         f"{DEFAULT_VARIANT})")
+                         help=f"width, e.g. x0_25, or a PP-LCNetV2: v2_small, v2_base, "
+                         f"v2_large (default: a checkpoint's own, else {DEFAULT_VARIANT})")
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--weights", default=None,
                          help="imagenet, imagenet_ssld, none (random), or a .pdparams or "

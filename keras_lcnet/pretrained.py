@@ -20,6 +20,7 @@ from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, onnx_in_folder, read_paddle_onnx
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
+from keras_lcnet.checkpoints.shapes_v2 import infer_architecture_v2, is_v2_state
 from keras_lcnet.errors import CheckpointError
 from keras_lcnet.model import PPLCNet, resolve_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
@@ -162,8 +163,46 @@ def _from_timm(source: str, **overrides) -> keras.Model:
     # Another architecture in config.json is refused before the weights are read.
     config = timm.read_config(source) if os.path.isdir(source) else None
     state = timm.read_state(timm.weights_file(source))
+    if timm.is_v2(state):
+        return _from_timm_v2(source, state, **overrides)
     model = PPLCNet(weights=None, **_timm_config(source, config, state, overrides))
     load_timm(model, source, state)
+    return model
+
+
+def _build_v2(state: dict, origin: str, overrides: dict) -> keras.Model:
+    """The `PPLCNetV2` that PaddleClas-named tensors describe, without weights.
+
+    Scale, depths and classes come from the shapes; an override of one of
+    them must agree. A checkpoint without a classifier gives `include_top=False`.
+    """
+    from keras_lcnet.model_v2 import PPLCNetV2
+
+    found = infer_architecture_v2(state, origin)
+    for name in ("scale", "depths", "classes"):
+        given = overrides.get(name)
+        if given is None or found[name] is None:
+            continue
+        if np.atleast_1d(given).tolist() != np.atleast_1d(found[name]).tolist():
+            raise ValueError(
+                f"{name}={given!r} contradicts {origin} ({name}={found[name]!r}): "
+                f"leave {name} out."
+            )
+    config = {"scale": found["scale"], "depths": found["depths"]}
+    if found["include_top"]:
+        config["classes"] = found["classes"]
+    else:
+        config["include_top"] = False
+    return PPLCNetV2(weights=None, **{**overrides, **config})
+
+
+def _from_timm_v2(source: str, state: dict, **overrides) -> keras.Model:
+    """timm's `lcnetv2_*`: PaddleClas' network under other names (`timm.paddle_state_v2`)."""
+    from keras_lcnet.weights_v2 import load_timm_v2
+
+    path = timm.weights_file(source)
+    model = _build_v2(timm.paddle_state_v2(state), path, overrides)
+    load_timm_v2(model, source, state)
     return model
 
 
@@ -201,7 +240,10 @@ def from_checkpoint(
     gives width, classes and head (with its bias) by its tensors; its
     preprocessing is `keras_lcnet.checkpoints.timm.read_input_contract`'s.
     paddle2onnx's ONNX export (an `.onnx` file, needs the `onnx` package)
-    gives them by its graph.
+    gives them by its graph. A PP-LCNetV2 checkpoint (PaddleClas
+    `.pdparams`, or timm's `lcnetv2_*`) builds a `PPLCNetV2` (branch form;
+    `deploy=True` folds on load) whose scale, depths and classes come from
+    the tensor shapes.
 
     Example:
 
@@ -259,6 +301,12 @@ def from_checkpoint(
         load_weights(model, path)
         return model
     state = read_pdparams(path) if state is None else state
+    if is_v2_state(state):
+        from keras_lcnet.weights_v2 import load_pdparams_v2
+
+        model = _build_v2(state, path, overrides)
+        load_pdparams_v2(model, path, state)  # the dropout fold uses the model's dropout_rate
+        return model
     model = PPLCNet(weights=None, **checkpoint_config(state, path, **overrides))
     load_pdparams(model, path, state)  # the dropout fold uses the model's dropout_rate
     return model

@@ -8,11 +8,13 @@ import os
 import keras
 
 from keras_lcnet.architecture_v2 import DROPOUT_V2
+from keras_lcnet.checkpoints import timm
 from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import assign_arrays
 from keras_lcnet.checkpoints.mapping_v2 import convert_pdparams_v2, fold_rep_arrays
 from keras_lcnet.checkpoints.pdparams import read_pdparams
-from keras_lcnet.presets import PRETRAINED_TAGS, find_preset_v2
+from keras_lcnet.errors import CheckpointError
+from keras_lcnet.presets import PRETRAINED_TAGS, InputContract, find_preset_v2
 from keras_lcnet.weights import _load_pretrained
 
 
@@ -42,7 +44,16 @@ def _dropout_rate(model: keras.Model) -> float:
     return DROPOUT_V2
 
 
-def load_pdparams_v2(model: keras.Model, path: str | os.PathLike) -> None:
+def _load_state_v2(model: keras.Model, state, origin: str, dropout_rate: float) -> None:
+    """Loads PaddleClas-named PP-LCNetV2 tensors, folding branches for a deploy-form model."""
+    arrays, sources = convert_pdparams_v2(state, dropout_rate)
+    fold_rep_arrays(model, arrays, sources, origin)
+    assign_arrays(model, arrays, origin, sources)
+
+
+def load_pdparams_v2(
+    model: keras.Model, path: str | os.PathLike, state: dict | None = None
+) -> None:
     """Loads a PaddleClas PP-LCNetV2 `.pdparams` checkpoint, all or nothing.
 
     The rep blocks' branches are loaded; a model in deploy form gets them
@@ -52,14 +63,58 @@ def load_pdparams_v2(model: keras.Model, path: str | os.PathLike) -> None:
     Args:
         model: A model built by `keras_lcnet.PPLCNetV2`.
         path: The checkpoint.
+        state: Its tensors, when already read with `read_pdparams`.
 
     Raises:
         CheckpointError: The file cannot be read or does not fit the model.
     """
     path = os.fspath(path)
-    arrays, sources = convert_pdparams_v2(read_pdparams(path), _dropout_rate(model))
-    fold_rep_arrays(model, arrays, sources, path)
-    assign_arrays(model, arrays, path, sources)
+    state = read_pdparams(path) if state is None else state
+    _load_state_v2(model, state, path, _dropout_rate(model))
+
+
+def _check_timm_config_v2(model: keras.Model, folder: str) -> None:
+    """A timm folder's `config.json` must name an `lcnetv2_*` and, when the model
+    normalizes in its graph, ImageNet's statistics (the ones it builds in)."""
+    config_path = os.path.join(folder, "config.json")
+    config = timm.read_config(folder)
+    if config["architecture"] not in timm.ARCHITECTURES_V2:
+        raise CheckpointError(
+            f"{config_path} describes timm's {config['architecture']!r} but its weights "
+            "are a PP-LCNetV2's: the folder mixes two checkpoints."
+        )
+    contract = timm.input_contract(config, config_path)
+    in_graph = any(layer.name == "normalization" for layer in model.layers)
+    if in_graph and (contract.mean, contract.std) != (InputContract().mean, InputContract().std):
+        raise CheckpointError(
+            f"{config_path} normalizes with mean {contract.mean} and std {contract.std}; "
+            "PPLCNetV2 builds ImageNet's into its graph: normalize the inputs yourself "
+            "and pass include_preprocessing=False."
+        )
+
+
+def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | None = None) -> None:
+    """Loads a timm `lcnetv2_*` checkpoint: a timm folder or its `model.safetensors`.
+
+    timm's dropout is inverted (the identity at inference), so nothing is
+    folded into the classifier, whatever the model's `dropout_rate`.
+
+    Args:
+        model: A model built by `keras_lcnet.PPLCNetV2` (either form).
+        source: A timm folder (`config.json` + `model.safetensors`) or the file.
+        state: The file's tensors, when already read.
+
+    Raises:
+        CheckpointError: The folder describes another timm model or other
+            normalization statistics, or the tensors are not a
+            PP-LCNetV2's or do not fit the model.
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):  # another architecture is refused before reading weights
+        _check_timm_config_v2(model, source)
+    path = timm.weights_file(source)
+    state = timm.read_state(path) if state is None else state
+    _load_state_v2(model, timm.paddle_state_v2(state), path, dropout_rate=0.0)
 
 
 def load_weights_v2(
@@ -74,8 +129,9 @@ def load_weights_v2(
     Args:
         model: A model built by `keras_lcnet.PPLCNetV2`.
         weights: `"imagenet"` or `"imagenet_ssld"`, a PaddleClas `.pdparams`
-            file, or a Keras `.weights.h5` / `.keras` file saved from a model
-            of the same form (branch or deploy).
+            file, timm's `lcnetv2_*` `model.safetensors`, or a Keras
+            `.weights.h5` / `.keras` file saved from a model of the same
+            form (branch or deploy).
         variant: `"small"`, `"base"` or `"large"`; needed for the tags.
 
     Raises:
@@ -88,6 +144,9 @@ def load_weights_v2(
         _load_pretrained(model, preset, convert=convert_pdparams_v2)
         return
     path = os.fspath(weights)
+    if timm.is_timm_source(path):
+        load_timm_v2(model, path)
+        return
     with open(path, "rb") as f:
         head = f.read(len(HDF5_SIGNATURE))
     if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):

@@ -26,6 +26,7 @@ from keras_lcnet.checkpoints.mapping import infer_architecture
 from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, onnx_in_folder, read_paddle_onnx
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
+from keras_lcnet.checkpoints.shapes_v2 import infer_architecture_v2, is_v2_state
 from keras_lcnet.errors import CheckpointError
 from keras_lcnet.presets import VARIANTS, InputContract
 
@@ -76,6 +77,18 @@ def _architecture(found: dict, stride_list=None, dropout_rate=None) -> dict:
     }
 
 
+def _architecture_v2(state: Mapping[str, object], origin: str) -> dict:
+    """A PP-LCNetV2's architecture in `describe_checkpoint`'s terms."""
+    found = infer_architecture_v2(state, origin)
+    return {
+        "variant": None if found["variant"] is None else f"v2_{found['variant']}",
+        "scale": found["scale"],
+        "depths": found["depths"],
+        "include_top": found["include_top"],
+        "classes": found["classes"],
+    }
+
+
 def _paddle_strides(stride_list) -> list:
     """Strides in PaddleClas' notation: `2` for `(2, 2)`, `[2, 1]` for `(2, 1)`."""
     pairs = [(s, s) if isinstance(s, int) else tuple(s) for s in stride_list]
@@ -99,6 +112,8 @@ def _starts_with(*signatures: bytes) -> Callable[[str], bool]:
 
 def _describe_pdparams(source: str) -> dict:
     state = read_pdparams(source)
+    if is_v2_state(state):
+        return {"architecture": _architecture_v2(state, source), **_shapes(state)}
     return {"architecture": _architecture(infer_architecture(state, source)), **_shapes(state)}
 
 
@@ -126,11 +141,15 @@ def _describe_timm(source: str) -> dict:
     config = timm.read_config(folder) if os.path.isdir(folder) else None
     path = timm.weights_file(folder)
     state = timm.read_state(path)
-    found = infer_architecture(timm.paddle_state(state, path), path)
+    if timm.is_v2(state):
+        architecture = _architecture_v2(timm.paddle_state_v2(state), path)
+    else:
+        found = infer_architecture(timm.paddle_state(state, path), path)
+        architecture = {**_architecture(found), "head_bias": "conv_head.bias" in state}
     # timm's dropout is inactive at inference: nothing to fold, so none recorded.
     contract = None if config is None else timm.input_contract(config, folder)
     return {
-        "architecture": {**_architecture(found), "head_bias": "conv_head.bias" in state},
+        "architecture": architecture,
         **_shapes(state),
         "labels": None,
         "input": None if contract is None else _contract(contract),
@@ -276,7 +295,7 @@ def architecture_of_layers(layers: Mapping[str, Mapping]) -> dict | None:
 
 FORMS: list[Form] = [
     # First match wins, as in `load_weights`: folders and hf:// before files.
-    Form("timm", "timm LCNet checkpoint",
+    Form("timm", "timm LCNet / LCNetV2 checkpoint",
          lambda s: timm.is_timm_source(s), _describe_timm, "tensor shapes"),
     Form("transformers", "transformers PP-LCNet checkpoint",
          lambda s: hf.is_transformers_source(s), _describe_transformers, "config.json"),
@@ -338,7 +357,9 @@ def describe_checkpoint(source: str | os.PathLike) -> dict:
         `architecture` (`variant`, `scale`, `include_top`, `classes`,
         `stride_list`, `use_last_conv`, `class_expand`, `dropout_rate`; a
         value the file does not record is `None`; the whole entry is `None`
-        for a Keras weights file, which records no architecture);
+        for a Keras weights file, which records no architecture; for a
+        PP-LCNetV2 `variant` (`"v2_small"`, ... or `None`), `scale`,
+        `depths`, `include_top` and `classes`);
         `architecture_from`; `tensors` and `parameters` (numbers stored,
         BatchNorm statistics included); `labels` (a list, or `None`); and
         `input` (the input contract the checkpoint's own preprocessing

@@ -1,4 +1,4 @@
-"""timm's PP-LCNet checkpoints (`lcnet_035` ... `lcnet_150`): safetensors files and folders.
+"""timm's PP-LCNet and PP-LCNetV2 checkpoints (`lcnet_*`, `lcnetv2_*`): safetensors files.
 
 timm (`timm/models/mobilenetv3.py`, `_gen_lcnet`) builds PaddleClas' network
 under its own module names, with one difference: its head conv (`conv_head`,
@@ -11,6 +11,12 @@ fetched into such a folder by `keras_lcnet.checkpoints.huggingface`.
 
 The form is told by content: a `config.json` with timm's `architecture` and
 `pretrained_cfg`, or tensors named like timm's (`conv_stem.weight`, ...).
+
+timm's `lcnetv2_*` (`timm/models/lcnetv2.py`) is PaddleClas' PPLCNetV2 module
+for module, rep branches unfolded, sigmoid SE gate, no head-conv bias; only
+names differ (`se.fc1` for `se.conv1`, `pw_conv.0` for `pw_conv_1`,
+`conv_head` / `classifier` for `last_conv` / `fc`, torch's BN names), which
+`paddle_state_v2` translates.
 """
 
 from __future__ import annotations
@@ -29,7 +35,18 @@ from keras_lcnet.errors import CheckpointError
 from keras_lcnet.presets import InputContract
 
 ARCHITECTURES = ("lcnet_035", "lcnet_050", "lcnet_075", "lcnet_100", "lcnet_150")
+ARCHITECTURES_V2 = ("lcnetv2_small", "lcnetv2_base", "lcnetv2_large")
 STEM_KEY = "conv_stem.weight"  # timm's EfficientNet / MobileNetV3 family, LCNet included
+STEM_KEY_V2 = "stem.0.bn.running_mean"  # PaddleClas' V2 module names, torch's BN names
+# timm's lcnetv2 names -> PaddleClas' PPLCNetV2 names (substrings).
+_RENAMES_V2 = (
+    (".running_mean", "._mean"),
+    (".running_var", "._variance"),
+    (".se.fc1.", ".se.conv1."),
+    (".se.fc2.", ".se.conv2."),
+    (".pw_conv.0.", ".pw_conv_1."),
+    (".pw_conv.1.", ".pw_conv_2."),
+)
 # timm's arch_def splits PaddleClas' blocks5 (one 3x3 block, then five 5x5) into
 # stages 3 and 4 (`dsa_r1_k3_s2_c256, dsa_r1_k5_s1_c256`, then `dsa_r4_k5_s1_c256`).
 _STAGE_LENGTHS = (1, 2, 2, 2, 4, 2)
@@ -100,7 +117,7 @@ def is_timm_source(source) -> bool:
 
         with safe_open(source, "np") as f:  # reads the header only
             names = f.keys()
-        return STEM_KEY in names
+        return STEM_KEY in names or STEM_KEY_V2 in names
     except Exception:  # ImportError, SafetensorError: let the safetensors reader say it
         return False
 
@@ -118,10 +135,10 @@ def read_config(folder: str) -> dict:
             f"{path} is not a timm model config (no readable 'architecture' and 'pretrained_cfg')."
         )
     architecture = config["architecture"]
-    if architecture not in ARCHITECTURES:
+    if architecture not in ARCHITECTURES + ARCHITECTURES_V2:
         raise CheckpointError(
             f"{path} describes timm's {architecture!r}, not an LCNet "
-            f"({', '.join(ARCHITECTURES)}): keras_lcnet loads only those."
+            f"({', '.join(ARCHITECTURES + ARCHITECTURES_V2)}): keras_lcnet loads only those."
         )
     return config
 
@@ -228,6 +245,35 @@ def paddle_state(state, origin: str) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if key in NAMES:
             paddle[NAMES[key]] = value.T if key == "classifier.weight" else value
+    return paddle
+
+
+def is_v2(state) -> bool:
+    """Whether timm tensors (or their names) are an `lcnetv2_*`'s rather than an `lcnet_*`'s."""
+    return STEM_KEY_V2 in state
+
+
+def paddle_state_v2(state) -> dict[str, np.ndarray]:
+    """timm's `lcnetv2_*` tensors under PaddleClas' PPLCNetV2 names and layouts.
+
+    The result is read as a PaddleClas checkpoint
+    (`keras_lcnet.checkpoints.mapping_v2.convert_pdparams_v2`), which names
+    any tensor that is not PP-LCNetV2's; `num_batches_tracked` is dropped.
+
+    Args:
+        state: `{name: array}` as `read_state` returns.
+
+    Returns:
+        `{paddle_name: array}`, the classifier as `[in, out]`.
+    """
+    paddle = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        name = _HEAD.get(key, key)
+        for theirs, ours in _RENAMES_V2:
+            name = name.replace(theirs, ours)
+        paddle[name] = value.T if key == "classifier.weight" else value
     return paddle
 
 

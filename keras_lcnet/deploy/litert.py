@@ -14,6 +14,7 @@ from keras_lcnet.deploy.verify import (
     ExportReport,
     check_backend,
     check_output_path,
+    deploy_form,
     finish,
     load_calibration,
     static_input_shape,
@@ -70,7 +71,7 @@ def _write(model, path: str, input_shape, quantize, calibration, uint8_input: bo
     import tensorflow as tf
 
     options: dict = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    exported = model
+    exported = model = deploy_form(model)
     if quantize is not None:
         options["optimizations"] = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -105,7 +106,10 @@ def export_litert(
     `ai-edge-litert`'s interpreter, compared with `model`, and audited
     (op list, XNNPACK partitions). When the model's outputs ignore its input
     (random weights), the comparison runs on a twin with calibrated
-    batch-norm statistics instead (see `verify.verify_outputs`).
+    batch-norm statistics instead (see `verify.verify_outputs`). A
+    PP-LCNetV2 in branch form is folded first (`keras_lcnet.reparameterize`):
+    the file holds one depthwise convolution per rep block, and is compared
+    with `model` itself.
 
     Quantization recipes:
     - `None`: float32. Must match Keras within `FLOAT32_TOLERANCE`.

@@ -22,6 +22,7 @@ from keras_lcnet.deploy.verify import (
     ExportReport,
     check_backend,
     check_output_path,
+    deploy_form,
     finish,
     static_input_shape,
     verification_data,
@@ -70,6 +71,7 @@ def _scalar_add_fix():
 def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bool = False):
     """Converts a Keras model (TensorFlow backend) to a cleaned-up ONNX model.
 
+    A PP-LCNetV2 in branch form is folded first (`verify.deploy_form`).
     The model's forward pass is traced and frozen, converted by tf2onnx
     (under `_scalar_add_fix`) with an NCHW input, cleaned up by `optimize`,
     and, unless `nchw_input`, given its NHWC input back through one leading
@@ -103,6 +105,8 @@ def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bo
             f"`opset` must be between {MIN_OPSET} (HardSwish) and {MAX_OPSET} "
             f"(the newest tf2onnx 1.17 supports), got {opset}."
         )
+
+    model = deploy_form(model)
 
     @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32, name=INPUT_NAME)])
     def forward(images):
@@ -177,7 +181,8 @@ def export_onnx(
     The graph is cleaned up after tf2onnx (see `optimize`):
     batch norm and padding folded into `Conv`, h-swish and hard-sigmoid as
     native `HardSwish` / `HardSigmoid(alpha=1/6)`, one `Transpose` from the
-    NHWC input (none with `nchw_input=True`). It must match Keras within
+    NHWC input (none with `nchw_input=True`). A PP-LCNetV2 in branch form
+    is folded first (`keras_lcnet.reparameterize`). It must match Keras within
     `FLOAT32_TOLERANCE`.
 
     Args:

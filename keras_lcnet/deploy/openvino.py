@@ -69,6 +69,7 @@ def convert(model: keras.Model, input_shape: tuple[int, ...]):
     import openvino as ov
     import tensorflow as tf
 
+    model = verify.deploy_form(model)  # a PP-LCNetV2 in branch form is folded first
     spec = tf.TensorSpec(input_shape, tf.float32, name=INPUT_NAME)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.xml")

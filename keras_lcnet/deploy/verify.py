@@ -394,6 +394,30 @@ def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
             layer.momentum, layer.trainable = momentum, trainable
 
 
+def deploy_form(model: keras.Model) -> keras.Model:
+    """The model an export converts: PP-LCNetV2's branch form folded first.
+
+    A branch-form `RepDepthwiseConv2D` would be exported as its parallel
+    depthwise convolutions, batch norms and sum; folded (as
+    `keras_lcnet.reparameterize` does) it is one depthwise convolution with
+    the same outputs. Any other model is returned as it is.
+
+    Args:
+        model: The Keras model to export.
+
+    Returns:
+        `keras_lcnet.reparameterize(model)` when `model` has a branch-form
+        `RepDepthwiseConv2D`, else `model`.
+    """
+    from keras_lcnet.layers import RepDepthwiseConv2D
+    from keras_lcnet.reparam import reparameterize
+
+    layers = getattr(model, "layers", [])
+    if any(isinstance(layer, RepDepthwiseConv2D) and not layer.deploy for layer in layers):
+        return reparameterize(model)
+    return model
+
+
 def calibrated_twin(model: keras.Model, images: np.ndarray) -> keras.Model | None:
     """A copy of `model` whose batch-norm statistics are those of `images`.
 
