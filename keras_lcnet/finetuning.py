@@ -34,6 +34,8 @@ from keras_lcnet.preprocessing import load_image
 from keras_lcnet.presets import VARIANTS
 from keras_lcnet.pretrained import from_preset
 
+Distribution = keras.distribution.DataParallel | keras.distribution.ModelParallel
+
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.json"
@@ -43,6 +45,8 @@ BACKUP_DIR = "backup"
 LITERT_FILE = "model.tflite"
 # Images are resized to this much more than the crop, as PaddleClas' 256 -> 224.
 RESIZE_RATIO = 256 / 224
+# Keras' distributions (it exports no base class).
+_DISTRIBUTIONS = (keras.distribution.DataParallel, keras.distribution.ModelParallel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +190,7 @@ class FolderDataset(keras.utils.PyDataset):
         self.order = self._order()
 
 
-def resolve_distribution(distribution, batch_size: int) -> keras.distribution.Distribution | None:
+def resolve_distribution(distribution, batch_size: int) -> Distribution | None:
     """The distribution `finetune` trains under: `"auto"`, `None` or a Distribution.
 
     `"auto"` is `keras.distribution.DataParallel` over every device when the
@@ -204,9 +208,9 @@ def resolve_distribution(distribution, batch_size: int) -> keras.distribution.Di
         if len(devices) < 2:
             return None
         distribution = keras.distribution.DataParallel(devices=devices)
-    elif not isinstance(distribution, keras.distribution.Distribution):
+    elif not isinstance(distribution, _DISTRIBUTIONS):
         raise ValueError(f"distribution={distribution!r}: pass 'auto', None or a "
-                         "keras.distribution.Distribution.")
+                         "keras.distribution.DataParallel or ModelParallel.")
     elif backend != "jax":
         raise ValueError(f"keras.distribution needs the JAX backend, not {backend}: set "
                          "KERAS_BACKEND=jax or pass distribution=None.")
@@ -455,7 +459,7 @@ def finetune(
         validation_split: Fraction of each class held out, when no `val_dir`.
         val_dir: Validation images, with the same sub-folders as `data_dir`.
         distribution: `"auto"`, `None` (one device), or a
-            `keras.distribution.Distribution` (JAX backend).
+            `keras.distribution.DataParallel` / `ModelParallel` (JAX backend).
         mixed_precision: `True` (`"mixed_bfloat16"`), `"mixed_float16"`
             (GPUs; loss scaling is added) or `False`.
         export_litert: Also export the best model to `model.tflite`
@@ -486,7 +490,7 @@ def finetune(
     return _finish(output, classes, history, export_litert, batch_shards(dist))
 
 
-def batch_shards(distribution: keras.distribution.Distribution | None) -> int:
+def batch_shards(distribution: Distribution | None) -> int:
     """How many parts `distribution` splits each batch into (1 without one)."""
     if distribution is None:
         return 1
