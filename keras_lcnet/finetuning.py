@@ -354,6 +354,9 @@ def _fit_phase(model, data, phase: str, epochs: tuple[int, int], learning_rate: 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
     backup = keras.callbacks.BackupAndRestore(str(output / BACKUP_DIR))
+    # BackupAndRestore's restored epoch outlives the fit it resumed (Keras 3.15): clear it,
+    # or the unfrozen phase after a resumed frozen one would start from that epoch.
+    model._initial_epoch = None
     model.fit(data[0], validation_data=data[1], epochs=stop, initial_epoch=start, verbose=2,
               callbacks=[_Progress(output, phase, history), backup, *callbacks])
 

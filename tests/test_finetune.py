@@ -198,7 +198,7 @@ def test_mixed_precision_keeps_the_output_layer_in_float32(digits, tmp_path):
     model = keras.saving.load_model(result.model_path)
     assert model.get_layer("predictions").dtype_policy.name == "float32"
     backbone = model.layers[1]
-    assert backbone.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert backbone.get_layer("conv1").compute_dtype == "bfloat16"
     assert model.predict(np.zeros((1, 64, 64, 3)), verbose=0).dtype == np.float32
 
 
@@ -213,6 +213,7 @@ def test_cli_finetunes_and_refuses_bad_flags(digits, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv[:-1], "--epochs", "0,0"])
     assert exit_info.value.code == 2
+    assert "FROZEN,UNFROZEN" in capsys.readouterr().err
     assert main([*argv, "--preset", "PPLCNet_x0_25_imagenet"]) == 1
     assert capsys.readouterr().err.startswith("keras-lcnet: error: --preset")
 
