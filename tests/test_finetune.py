@@ -238,7 +238,7 @@ def spy(data, layouts=None):  # records how each training batch was placed on th
 
 jax_trainer._distribute_data = spy
 dist = resolve_distribution("auto", 8)
-result = finetune(sys.argv[1], sys.argv[2], epochs=(3, 1), distribution="auto", **TINY)
+result = finetune(sys.argv[1], sys.argv[2], epochs=(1, 2), distribution="auto", **TINY)
 print(json.dumps({"history": result.history, "devices": result.devices,
                   "distribution": type(dist).__name__, "shards": shards[:2],
                   "restored": keras.distribution.distribution() is None}))
@@ -269,5 +269,6 @@ def test_two_jax_devices_shard_the_batch_and_match_one_device(digits, tmp_path):
     # would need a score within ~1e-6 of the boundary), and the losses agree closely.
     accuracy = [[h["val_accuracy"] for h in run["history"]] for run in (one, two)]
     assert accuracy[0] == accuracy[1]
+    assert max(accuracy[0]) > 0.5  # it learned something (2 classes): the match means something
     loss = [[h["val_loss"] for h in run["history"]] for run in (one, two)]
     np.testing.assert_allclose(loss[0], loss[1], rtol=1e-4)
