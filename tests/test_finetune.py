@@ -264,11 +264,24 @@ def test_two_jax_devices_shard_the_batch_and_match_one_device(digits, tmp_path):
     assert (two["devices"], two["distribution"]) == (2, "DataParallel")
     assert two["shards"][0] == [[4, 64, 64, 3], [4, 64, 64, 3]]  # half of each batch per device
     assert two["restored"] and one["restored"]
-    # Same seed, same batches: the same model, up to the order of float reductions.
-    # So the validation accuracy is exactly equal (a flip of one of the 10 images
-    # would need a score within ~1e-6 of the boundary), and the losses agree closely.
+    # Same seed, same batches: the same model, up to the order of float sums (the
+    # gradient is summed over two halves). Those differences grow with training
+    # (~1e-3 relative in the loss after the unfrozen epochs), far below what it takes
+    # to flip one of the 10 validation images: the accuracy must be exactly equal.
     accuracy = [[h["val_accuracy"] for h in run["history"]] for run in (one, two)]
     assert accuracy[0] == accuracy[1]
     assert max(accuracy[0]) > 0.5  # it learned something (2 classes): the match means something
     loss = [[h["val_loss"] for h in run["history"]] for run in (one, two)]
-    np.testing.assert_allclose(loss[0], loss[1], rtol=1e-4)
+    np.testing.assert_allclose(loss[0], loss[1], rtol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_best_model_is_exported_to_litert(digits, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from keras_lcnet import finetune
+
+    result = finetune(digits, tmp_path, epochs=(1, 0), export_litert=True, **TINY)
+    assert result.litert_path == str(tmp_path / "model.tflite")
+    assert pathlib.Path(result.litert_path).read_bytes()[4:8] == b"TFL3"  # the FlatBuffer id
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
