@@ -527,7 +527,7 @@ def _finish(output, classes, history, export_litert, devices) -> FinetuneResult:
     if export_litert:
         from keras_lcnet.deploy.litert import export_litert as export
 
-        best = keras.saving.load_model(output / MODEL_FILE)
+        best = keras.saving.load_model(output / MODEL_FILE, compile=False)
         litert = str(output / LITERT_FILE)
         _write_atomic(pathlib.Path(litert), lambda path: export(best, path))
     return FinetuneResult(
