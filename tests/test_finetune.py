@@ -285,3 +285,16 @@ def test_best_model_is_exported_to_litert(digits, tmp_path):
     assert result.litert_path == str(tmp_path / "model.tflite")
     assert pathlib.Path(result.litert_path).read_bytes()[4:8] == b"TFL3"  # the FlatBuffer id
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+@pytest.mark.backends
+def test_torch_backend_trains_on_one_device(digits, tmp_path):
+    pytest.importorskip("torch")
+    code = (f"TINY = {TINY!r}\nfrom keras_lcnet import finetune\n"
+            f"result = finetune({str(digits)!r}, {str(tmp_path)!r}, epochs=(0, 1), **TINY)\n"
+            "print(result.devices, len(result.history))")
+    done = run_python(code, backend="torch")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["1", "1"]
+    assert (tmp_path / "model.keras").exists()
