@@ -221,13 +221,23 @@ def resolve_distribution(distribution, batch_size: int) -> Distribution | None:
     return distribution
 
 
-@contextlib.contextmanager
-def training_scope(distribution, mixed_precision: bool | str) -> Iterator[None]:
-    """Sets the distribution and dtype policy for the block, then restores the previous ones."""
+def mixed_policy(mixed_precision: bool | str) -> str | None:
+    """The dtype policy `mixed_precision=` asks for: `True` is `"mixed_bfloat16"`.
+
+    Raises:
+        ValueError: Another value than a bool, "mixed_float16" or "mixed_bfloat16".
+    """
     policy = {True: "mixed_bfloat16", False: None}.get(mixed_precision, mixed_precision)
     if policy not in (None, "mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"mixed_precision={mixed_precision!r}: pass True, False, "
                          "'mixed_float16' or 'mixed_bfloat16'.")
+    return policy
+
+
+@contextlib.contextmanager
+def training_scope(distribution, mixed_precision: bool | str) -> Iterator[None]:
+    """Sets the distribution and dtype policy for the block, then restores the previous ones."""
+    policy = mixed_policy(mixed_precision)
     previous = keras.config.dtype_policy()
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     try:
@@ -377,7 +387,9 @@ def _load_data(data_dir, val_dir, validation_split, batch_size, image_size, augm
     return classes, (train, val)
 
 
-def _check_arguments(epochs, learning_rates, batch_size, image_size, export_litert) -> None:
+def _check_arguments(epochs, learning_rates, batch_size, image_size, export_litert,
+                     mixed_precision) -> None:
+    mixed_policy(mixed_precision)
     if len(epochs) != 2 or min(epochs) < 0 or sum(epochs) == 0:
         raise ValueError(f"epochs={epochs!r}: pass (frozen, unfrozen) epoch counts, e.g. (5, 10).")
     if len(learning_rates) != 2 or min(learning_rates) <= 0:
@@ -478,12 +490,13 @@ def finetune(
         ValueError: A bad argument, an unusable image folder, or a batch
             size the devices do not divide.
     """
-    _check_arguments(tuple(epochs), tuple(learning_rates), batch_size, image_size, export_litert)
-    output = pathlib.Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    _check_arguments(tuple(epochs), tuple(learning_rates), batch_size, image_size, export_litert,
+                     mixed_precision)
+    dist = resolve_distribution(distribution, batch_size)
     classes, data = _load_data(data_dir, val_dir, validation_split, batch_size, image_size,
                                augment, seed)
-    dist = resolve_distribution(distribution, batch_size)
+    output = pathlib.Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     history = _read_history(output, resume)
     keras.utils.set_random_seed(seed)
     with training_scope(dist, mixed_precision):

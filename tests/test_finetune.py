@@ -117,6 +117,12 @@ def test_bad_arguments_are_refused_before_training(digits, tmp_path):
 
     with pytest.raises(ValueError, match="epochs"):
         finetune(digits, tmp_path, epochs=(0, 0))
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "model.keras").write_bytes(b"a previous run's model")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        finetune(digits, previous, mixed_precision="float16", resume=False)
+    assert (previous / "model.keras").exists()  # refused before anything is deleted
     with pytest.raises(ValueError, match="learning_rates"):
         finetune(digits, tmp_path, learning_rates=(1e-3,))
     with pytest.raises(ValueError, match="same sub-folders"):
