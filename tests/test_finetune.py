@@ -304,3 +304,12 @@ def test_torch_backend_trains_on_one_device(digits, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-2:] == ["1", "1"]
     assert (tmp_path / "model.keras").exists()
+
+
+def test_cli_help_does_not_import_keras():
+    code = ("import sys\nfrom keras_lcnet.cli import main\ntry:\n    main(['finetune', '--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0\n"
+            "print(sorted({'keras', 'tensorflow', 'numpy', 'jax', 'torch'} & set(sys.modules)))")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--epochs F,U" in done.stdout and done.stdout.strip().endswith("[]")
