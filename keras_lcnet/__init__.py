@@ -39,6 +39,7 @@ _EXPORTS = {
     "decode_predictions": "keras_lcnet.decode",
     "describe_checkpoint": "keras_lcnet.checkpoints.forms",
     "feature_extractor": "keras_lcnet.features",
+    "finetune": "keras_lcnet.finetuning",
     "freeze_backbone": "keras_lcnet.features",
     "from_checkpoint": "keras_lcnet.pretrained",
     "from_preset": "keras_lcnet.pretrained",
@@ -71,6 +72,7 @@ __all__ = [
     "decode_predictions",
     "describe_checkpoint",
     "feature_extractor",
+    "finetune",
     "freeze_backbone",
     "from_checkpoint",
     "from_preset",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
     from keras_lcnet.checkpoints.forms import describe_checkpoint
     from keras_lcnet.decode import decode_outputs, decode_predictions
     from keras_lcnet.features import feature_extractor, freeze_backbone
+    from keras_lcnet.finetuning import finetune
     from keras_lcnet.layers import HardSwish, RepDepthwiseConv2D, ReverseChannels, SqueezeExcite
     from keras_lcnet.model import (
         PPLCNet,

@@ -992,6 +992,72 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
                    + " (default: all but litert-f16)")
 
 
+def _epoch_pair(value: str) -> tuple[int, int]:
+    """`--epochs F,U`: frozen and unfrozen epoch counts (`F` alone means `F,0`)."""
+    parts = value.split(",")
+    counts = [_number(part.strip(), int) for part in parts]
+    if len(counts) > 2 or min(counts) < 0 or sum(counts) == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected FROZEN,UNFROZEN epoch counts such as 5,10, got {value!r}")
+    return (counts[0], counts[1] if len(counts) == 2 else 0)
+
+
+def _add_finetune(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("finetune", help="fine-tune on an image folder (one sub-folder per "
+                       "class): frozen, then unfrozen backbone; resumable",
+                       parents=[shared["variant"], shared["weights"]])
+    p.add_argument("data_dir", metavar="DATA_DIR", help="training images, one sub-folder per class")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for model.keras (the best epoch), labels.json, history.json "
+                   "and the per-epoch backup")
+    p.add_argument("--preset", type=_preset, default=None, metavar="NAME",
+                   help="start from a preset's width and weights; not with --variant or --weights")
+    p.add_argument("--epochs", type=_epoch_pair, default=(5, 10), metavar="F,U",
+                   help="epochs with the backbone frozen, then unfrozen (default 5,10)")
+    p.add_argument("--learning-rates", type=_positive_float, nargs=2, default=(1e-3, 1e-4),
+                   metavar=("FROZEN", "UNFROZEN"), help="Adam learning rates (default 1e-3 1e-4)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                   help="images per step, over all devices (default 32)")
+    p.add_argument("--image-size", type=_image_size, default=224, help="image side (default 224)")
+    p.add_argument("--val-dir", default=None, metavar="DIR",
+                   help="validation images with the same sub-folders (default: hold out "
+                   "--validation-split of DATA_DIR)")
+    p.add_argument("--validation-split", type=float, default=0.2,
+                   help="fraction of each class held out without --val-dir (default 0.2)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no random crops and flips of the training images")
+    p.add_argument("--mixed-precision", nargs="?", const=True, default=False,
+                   choices=[True, "mixed_bfloat16", "mixed_float16"], metavar="POLICY",
+                   help="train in mixed precision: mixed_bfloat16 (the default POLICY) or "
+                   "mixed_float16 (GPUs)")
+    p.add_argument("--export-litert", action="store_true",
+                   help="also export the best model to DIR/model.tflite (TensorFlow backend)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start over instead of continuing the run in --output")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head, split and shuffling")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    if args.preset and (args.variant or args.weights):
+        raise ValueError("--preset fixes the width and weights: drop --variant and --weights.")
+    _import_keras()
+    from keras_lcnet.finetuning import finetune
+
+    result = finetune(
+        args.data_dir, args.output, variant=args.variant or DEFAULT_VARIANT,
+        weights=_weights(args), preset=args.preset, image_size=args.image_size,
+        batch_size=args.batch_size, epochs=args.epochs, learning_rates=tuple(args.learning_rates),
+        augment=args.augment, validation_split=args.validation_split, val_dir=args.val_dir,
+        mixed_precision=args.mixed_precision, export_litert=args.export_litert,
+        resume=args.resume, seed=args.seed,
+    )
+    print(f"best val_accuracy={result.best_val_accuracy:.4f} on {result.devices} device(s): "
+          f"{result.model_path}, labels {result.labels_path}"
+          + (f", {result.litert_path}" if result.litert_path else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-lcnet` (exposed for docs and tests).
 
@@ -1031,6 +1097,18 @@ def build_parser() -> argparse.ArgumentParser:
                        parents=[shared["variant"], shared["weights"]])
     _add_bench_flags(p)
     p.set_defaults(func=_cmd_bench, check=_check_bench)
+
+
+    p = sub.add_parser("bench", help="time a .tflite or .onnx model on this CPU")
+    p.add_argument("model", help="a .tflite (LiteRT, XNNPACK) or .onnx (onnxruntime) file")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--budget-ms", type=_positive_float, default=None,
+                   help="exit with code 1 when the median latency is over this many ms")
+    p.set_defaults(func=_cmd_bench)
+    _add_finetune(sub, shared)
     return parser
 
 
