@@ -1097,17 +1097,6 @@ def build_parser() -> argparse.ArgumentParser:
                        parents=[shared["variant"], shared["weights"]])
     _add_bench_flags(p)
     p.set_defaults(func=_cmd_bench, check=_check_bench)
-
-
-    p = sub.add_parser("bench", help="time a .tflite or .onnx model on this CPU")
-    p.add_argument("model", help="a .tflite (LiteRT, XNNPACK) or .onnx (onnxruntime) file")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--budget-ms", type=_positive_float, default=None,
-                   help="exit with code 1 when the median latency is over this many ms")
-    p.set_defaults(func=_cmd_bench)
     _add_finetune(sub, shared)
     return parser
 
