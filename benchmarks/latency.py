@@ -88,7 +88,8 @@ CONFIGS = (  # (column, export kind, threads)
 # Float32 configurations: those the plot picks each model's fastest from. bf16
 # and int8 are left out: the published top-1 is the float32 model's.
 FLOAT_RUNTIMES = {"fp32": "LiteRT", "onnx": "ORT", "ov_f32": "OpenVINO", "keras": "Keras TF"}
-NO_BF16 = "n/a (no BF16 on this CPU)"
+NO_BF16 = "no BF16 on this CPU"
+FAMILY_COLORS = {"PP-LCNet": "C0", "PP-LCNetV2": "C1", "MobileNet": "C2"}
 # /proc/cpuinfo flags that decide which kernels the runtimes can use.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
 
@@ -234,7 +235,7 @@ def _header(args, loads, settings: str, bf16: bool) -> list[str]:
     except OSError:
         cpuinfo = ""
     bf16_note = ("OpenVINO bf16 runs bfloat16 compute on the f32 IR (INFERENCE_PRECISION_HINT "
-                 "bf16)" if bf16 else f"OpenVINO bf16: {NO_BF16}: OpenVINO's CPU "
+                 "bf16)" if bf16 else f"OpenVINO bf16: n/a ({NO_BF16}): OpenVINO's CPU "
                  "OPTIMIZATION_CAPABILITIES lack BF16, so its columns are not timed")
     return [
         "# Latency benchmark", "",
@@ -468,7 +469,7 @@ def plot(models, results, path: pathlib.Path) -> None:
     shown = [c for c in models if c.top1 is not None and c.name in best]
     markers = dict(zip(FLOAT_RUNTIMES.values(), "osD^", strict=True))
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for family, color in (("PP-LCNet", "C0"), ("PP-LCNetV2", "C1"), ("MobileNet", "C2")):
+    for family, color in FAMILY_COLORS.items():
         points = [c for c in shown if c.family == family]
         if len(points) > 1:
             ax.plot([best[c.name][1] for c in points], [c.top1 for c in points], "-",
@@ -478,10 +479,13 @@ def plot(models, results, path: pathlib.Path) -> None:
             ax.plot([ms], [c.top1], markers[runtime], color=color)
             ax.annotate(f"{c.name.removeprefix('PPLCNet_')} ({runtime})", (ms, c.top1),
                         textcoords="offset points", xytext=(5, -10), fontsize=7)
-    for family, color in (("PP-LCNet", "C0"), ("PP-LCNetV2", "C1"), ("MobileNet", "C2")):
-        ax.plot([], [], "-", color=color, label=family)
+    # Legend: the families and runtimes that have a point.
+    for family, color in FAMILY_COLORS.items():
+        if any(c.family == family for c in shown):
+            ax.plot([], [], "-", color=color, label=family)
     for runtime, marker in markers.items():
-        ax.plot([], [], marker, color="gray", label=f"fastest: {runtime}")
+        if any(best[c.name][0] == runtime for c in shown):
+            ax.plot([], [], marker, color="gray", label=f"fastest: {runtime}")
     ax.set_xlabel(f"median latency of the fastest float32 runtime, ms "
                   f"(batch 1, {SIZE}x{SIZE}, {PLOT_THREADS} threads)")
     ax.set_ylabel("published ImageNet top-1, %")
