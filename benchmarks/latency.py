@@ -490,6 +490,7 @@ def plot(models, results, path: pathlib.Path) -> None:
                   f"(batch 1, {SIZE}x{SIZE}, {PLOT_THREADS} threads)")
     ax.set_ylabel("published ImageNet top-1, %")
     ax.set_title(f"Latency vs. accuracy on {cpu_model()}", fontsize=10)
+    ax.margins(x=0.15, y=0.08)  # room for the labels right of the outermost points
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.text(0.01, 0.01, "Top-1: PaddleClas model zoo (PP-LCNet; PP-LCNetV2 base only); "
