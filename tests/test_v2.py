@@ -420,3 +420,28 @@ def test_model_zoo_v2_table_matches_paddleclas_counts_and_the_registry():
             )
             published += [preset and preset.top1, preset and preset.top5]
         assert [cell(value) for value in accuracy] == published, variant
+
+
+def test_export_calibration_reaches_the_rep_branches_batch_norms():
+    """The verification twin's BN calibration must set BNs held inside rep layers too.
+
+    Calibration stores each BN's batch statistics outright (momentum 0), so a second
+    pass on the same images changes nothing; a BN it misses drifts on every pass.
+    """
+    from keras_lcnet.deploy.verify import calibrate_batchnorm
+
+    model = keras_lcnet.PPLCNetV2(weights=None, scale=0.25, depths=[1, 1, 2, 1], classes=10)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert any(layer.name.startswith("list_") for layer in norms)  # the rep branches' BNs
+
+    def statistics():
+        return [keras.ops.convert_to_numpy(layer.moving_mean).copy() for layer in norms]
+
+    calibrate_batchnorm(model, images)
+    first = statistics()
+    calibrate_batchnorm(model, images)
+    drifted = [layer.name for layer, a, b in zip(norms, first, statistics(), strict=True)
+               if not np.allclose(a, b, rtol=1e-5, atol=1e-6)]
+    assert not drifted, drifted

@@ -375,15 +375,13 @@ def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
     statistics, computed on inputs already normalized upstream.
 
     Args:
-        model: A Keras model (nested models included).
+        model: A Keras model (nested models and sub-layers included).
         images: Model inputs for one forward pass.
     """
-    def walk(layer):
-        for inner in getattr(layer, "layers", []):
-            yield inner
-            yield from walk(inner)
-
-    norms = [x for x in walk(model) if isinstance(x, keras.layers.BatchNormalization)]
+    # Every layer at any depth: nested models' layers, and sub-layers held as
+    # attributes (PP-LCNetV2's RepDepthwiseConv2D keeps its branches' BN so).
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    norms = [x for x in layers if isinstance(x, keras.layers.BatchNormalization)]
     saved = [(x.momentum, x.trainable) for x in norms]
     for layer in norms:  # a frozen BN layer ignores training=True
         layer.momentum, layer.trainable = 0.0, True
