@@ -118,7 +118,8 @@ def logits(model: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
         return model((x - mean) / std).numpy()
 
 
-def make_case(architecture: str, seed: int) -> None:
+def make_case(architecture: str, seed: int, other_model: bool = True) -> Path:
+    """Builds, runs and records one case; `other_model`: also record mobilenetv3's shapes."""
     model, shapes, seeded = build(architecture, seed)
     rng = np.random.default_rng(seed)
     arrays = {}
@@ -135,7 +136,7 @@ def make_case(architecture: str, seed: int) -> None:
         "seed": seed,
         **shapes,
         "timm_config": timm_config(model),
-        "other_model": other_model_shapes(),
+        **({"other_model": other_model_shapes()} if other_model else {}),
         "timm_version": timm.__version__,
         "torch_version": torch.__version__,
         "numpy_version": importlib.metadata.version("numpy"),
@@ -151,6 +152,7 @@ def make_case(architecture: str, seed: int) -> None:
         **arrays,
     )
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return path
 
 
 def main() -> None:
