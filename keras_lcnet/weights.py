@@ -375,6 +375,24 @@ def _stride_pairs(stride_list) -> list[tuple[int, int]]:
     return [(s, s) if isinstance(s, int) else tuple(s) for s in stride_list]
 
 
+def load_keras_file(model: keras.Model, path: str) -> bool:
+    """Loads a Keras weights file (`.weights.h5`, `.keras`, legacy `.h5`), found by content.
+
+    Returns:
+        Whether `path` was one (and is now loaded); `False` leaves the model as it was.
+
+    Raises:
+        CheckpointError: A Keras file that does not fit the model.
+    """
+    with open(path, "rb") as f:
+        head = f.read(len(HDF5_SIGNATURE))
+    if head != HDF5_SIGNATURE and not head.startswith(ZIP_SIGNATURE):
+        return False
+    with read_keras_weights(model, path, archive=head != HDF5_SIGNATURE) as (arrays, sources):
+        assign_arrays(model, arrays, path, sources)
+    return True
+
+
 def load_weights(
     model: keras.Model, weights: str | os.PathLike, scale: float | None = None
 ) -> None:
@@ -438,12 +456,9 @@ def load_weights(
     if is_inference_model(path):
         load_inference_model(model, path)
         return
-    with open(path, "rb") as f:
-        head = f.read(len(HDF5_SIGNATURE))
-    if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):
-        with read_keras_weights(model, path, archive=head != HDF5_SIGNATURE) as (arrays, sources):
-            assign_arrays(model, arrays, path, sources)
-    elif hf.is_safetensors(path):  # a bare model.safetensors: no config, strides unchecked
+    if load_keras_file(model, path):
+        return
+    if hf.is_safetensors(path):  # a bare model.safetensors: no config, strides unchecked
         arrays, sources = hf.convert_transformers(
             hf.read_safetensors(path), _dropout_rate(model), path
         )

@@ -9,13 +9,12 @@ import keras
 
 from keras_lcnet.architecture_v2 import DROPOUT_V2
 from keras_lcnet.checkpoints import timm
-from keras_lcnet.checkpoints.keras_files import HDF5_SIGNATURE, ZIP_SIGNATURE, read_keras_weights
 from keras_lcnet.checkpoints.mapping import assign_arrays
 from keras_lcnet.checkpoints.mapping_v2 import convert_pdparams_v2, fold_rep_arrays
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.errors import CheckpointError
 from keras_lcnet.presets import PRETRAINED_TAGS, InputContract, find_preset_v2
-from keras_lcnet.weights import _load_pretrained
+from keras_lcnet.weights import _load_pretrained, load_keras_file
 
 
 def validate_weights_v2(weights) -> None:
@@ -147,10 +146,5 @@ def load_weights_v2(
     if timm.is_timm_source(path):
         load_timm_v2(model, path)
         return
-    with open(path, "rb") as f:
-        head = f.read(len(HDF5_SIGNATURE))
-    if head == HDF5_SIGNATURE or head.startswith(ZIP_SIGNATURE):
-        with read_keras_weights(model, path, archive=head != HDF5_SIGNATURE) as (arrays, sources):
-            assign_arrays(model, arrays, path, sources)
-    else:
+    if not load_keras_file(model, path):
         load_pdparams_v2(model, path)
