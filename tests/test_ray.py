@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -26,7 +27,28 @@ from keras_lcnet.ray_data import predict_with_ray, ray_records
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+    def slow_first_file():  # nested: Ray ships it by value to each worker process
+        import os
+        import time
+
+        from keras_lcnet import batch
+
+        load_image = batch.load_image
+
+        def slow(path, **kwargs):
+            # The first file's batch finishes last: a later one would overtake it.
+            if os.path.basename(path).startswith("a_"):
+                time.sleep(2)
+            return load_image(path, **kwargs)
+
+        batch.load_image = slow
+
+    # The workers import this checkout's keras_lcnet, whatever is installed.
+    root = str(pathlib.Path(__file__).parent.parent)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": slow_first_file,
+                          "env_vars": {"PYTHONPATH": root}})
     yield ray
     ray.shutdown()
 
@@ -57,8 +79,8 @@ def images(tmp_path_factory):
     for image in sorted(IMAGES_DIR.glob("*.jpg")):
         shutil.copy(image, folder / image.name)
     rng = np.random.default_rng(1)
-    for name, size in (("noise_a.png", (97, 150)), ("sub/noise_b.png", (300, 240)),
-                       ("sub/noise_c.png", (224, 224))):
+    for name, size in (("a_first.png", (240, 300)), ("noise_a.png", (97, 150)),
+                       ("sub/noise_b.png", (300, 240)), ("sub/noise_c.png", (224, 224))):
         pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / name)
     data = (folder / "noise_a.png").read_bytes()
@@ -89,7 +111,7 @@ def test_ray_records_are_predict_files_records(ray_session, onnx_model, images, 
     _assert_same_records(actual, expected)
     errors = {r["path"] for r in actual if "error" in r}
     assert errors == {"scans/empty.png", "scans/truncated.png", "scans/*.gif"}
-    assert len(actual) - len(errors) == 6
+    assert len(actual) - len(errors) == 7
     assert len({tuple(r["labels"]) for r in actual if "labels" in r}) > 1  # images tell apart
 
 
@@ -100,11 +122,11 @@ def test_predict_with_ray_resumes_the_cli_record_file(ray_session, onnx_model, i
     cli_file, ray_file = tmp_path / "cli.jsonl", tmp_path / "ray.jsonl"
     assert main(["predict", str(images), "--model", onnx_model, "--output", str(cli_file)]) == 1
     # The CLI classifies one file, Ray the rest of the folder into the same file.
-    assert main(["predict", str(images / "cat.jpg"), "--model", onnx_model,
+    assert main(["predict", str(images / "a_first.png"), "--model", onnx_model,
                  "--output", str(ray_file)]) == 0
     written, failed = predict_with_ray([str(images)], onnx_model, ray_file, resume=True,
                                        batch_size=4, concurrency=2)
-    assert (written, failed) == (7, 2)
+    assert (written, failed) == (8, 2)
     expected = [json.loads(line) for line in cli_file.read_text().splitlines()]
     actual = [json.loads(line) for line in ray_file.read_text().splitlines()]
     _assert_same_records(actual, expected)
