@@ -72,7 +72,7 @@ class Predictor:
         """Classifies one batch; returns its columns and the `"record"` column."""
         shown = [str(path) for path in batch["path"]]
         files = [str(file) for file in batch.get("file", shown)]
-        errors = [str(error) or None for error in batch.get("error", [""] * len(shown))]
+        errors = [str(e) if e else None for e in batch.get("error", [None] * len(shown))]
         records = self._pipeline.records(zip(files, errors, strict=True), max(len(shown), 1))
         text = [json.dumps(_shown(record, file, path), ensure_ascii=False)
                 for record, file, path in zip(records, files, shown, strict=True)]
