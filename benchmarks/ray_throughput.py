@@ -1,6 +1,6 @@
 """Images per second: `predict_files` on this machine against Ray Data actors (`ray_data`).
 
-Generates `--images` JPEGs (640x480, seeded), exports PP-LCNet x1_0 to ONNX
+Generates `--more` JPEGs (640x480, seeded), exports PP-LCNet x1_0 to ONNX
 (random weights: throughput does not depend on them), then times, in
 interleaved rounds, the whole run of each (listing, decoding, inference,
 records; Ray's actor start-up included, since every Ray run starts its pool):
@@ -10,11 +10,13 @@ records; Ray's actor start-up included, since every Ray run starts its pool):
 - `ray_records(folder, "lcnet.onnx", concurrency=N)` on a local Ray instance:
   N actors of one CPU each (one onnxruntime thread, one decoding thread).
 
-    python benchmarks/ray_throughput.py --images 200 --rounds 2 --actors 2
+    python benchmarks/ray_throughput.py --images 200 --more 400 --rounds 3 --actors 2
 
-Prints a Markdown table: images/s over the whole run and from the first record
-on (which leaves out start-up: Ray's actors importing Keras and opening the
-model), the median of the rounds, and every round.
+Each is run on the first `--images` files and on all `--more`: the table gives
+images/s of the first run (start-up included) and the rate between the two
+(`(more - images) / (t_more - t_images)`: start-up, mostly Ray's actors
+importing Keras and opening the model, left out), the median of the rounds
+and every round.
 """
 
 from __future__ import annotations
@@ -50,14 +52,11 @@ def _model(folder: pathlib.Path) -> str:
     return str(path)
 
 
-def _rates(run) -> tuple[float, float, int]:
-    """Images/s over the whole run, and from the first record on (start-up left out)."""
+def _seconds(run, expected: int) -> float:
     start = time.perf_counter()
-    first, count = None, 0
-    for _ in run():
-        first, count = first or time.perf_counter(), count + 1
-    end = time.perf_counter()
-    return count / (end - start), (count - 1) / (end - first), count
+    count = sum(1 for _ in run())
+    assert count == expected, (count, expected)
+    return time.perf_counter() - start
 
 
 def _cpu() -> str:
@@ -71,7 +70,9 @@ def _cpu() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--more", type=int, default=400,
+                        help="a second, larger run: the rate between the two leaves out start-up")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
@@ -85,26 +86,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / "images"
         folder.mkdir()
-        _images(folder, args.images)
+        _images(folder, args.more)
+        files = sorted(str(path) for path in folder.iterdir())
         model = _model(pathlib.Path(tmp))
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         runs = {
-            "predict_files (1 process)": lambda: keras_lcnet.predict_files(
-                [str(folder)], model, batch_size=args.batch_size),
-            f"Ray Data, {args.actors} actors x 1 CPU": lambda: ray_records(
-                [str(folder)], model, batch_size=args.batch_size, concurrency=args.actors),
+            "`predict_files`, 1 process": lambda sources: keras_lcnet.predict_files(
+                sources, model, batch_size=args.batch_size),
+            f"Ray Data, {args.actors} actors x 1 CPU": lambda sources: ray_records(
+                sources, model, batch_size=args.batch_size, concurrency=args.actors),
         }
         rates = {name: [] for name in runs}
         for _ in range(args.rounds):
             for name, run in runs.items():
-                *measured, count = _rates(run)
-                assert count == args.images, (name, count)
-                rates[name].append(measured)
+                few = _seconds(lambda run=run: run(files[: args.images]), args.images)
+                many = _seconds(lambda run=run: run(files), args.more)
+                rates[name].append((args.images / few, (args.more - args.images) / (many - few)))
         ray.shutdown()
-    print(f"{args.images} images 640x480 JPEG, PP-LCNet x1_0 ONNX, batch {args.batch_size}; "
-          f"{_cpu()}, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
-    print("| run | images/s, whole run | images/s, after the first record | rounds |\n"
+    print(f"{args.images} and {args.more} images 640x480 JPEG, PP-LCNet x1_0 ONNX, batch "
+          f"{args.batch_size}; {_cpu()}, {os.cpu_count()} CPUs, load average {load:.1f} "
+          f"before, {os.getloadavg()[0]:.1f} after")
+    print(f"| run | images/s, {args.images} images | images/s, start-up left out | rounds |\n"
           "|---|---|---|---|")
     for name, values in rates.items():
         whole, steady = (statistics.median(v[i] for v in values) for i in (0, 1))
