@@ -97,11 +97,17 @@ def _model_file(model: str | os.PathLike) -> str:
     return path
 
 
-def _connect(address: str | None):
+def _ray():
     try:
         import ray
+        import ray.data
     except ImportError:
         raise ValueError('Ray inference needs Ray Data: pip install "keras-lcnet[ray]".') from None
+    return ray
+
+
+def _connect(address: str | None):
+    ray = _ray()
     if not ray.is_initialized():  # a session the caller started (any address) is kept
         ray.init(address=address)
     return ray
@@ -114,6 +120,7 @@ def _checked(model, preset, top, batch_size: int, concurrency: int | None,
         _positive(name, value)
     if concurrency is not None:
         _positive("concurrency", concurrency)
+    _ray()  # installed? (before the output file is touched)
     options = {"model": _model_file(model), "preset": preset, "top": top,
                "workers": num_cpus_per_actor, "num_threads": num_cpus_per_actor}
     Predictor(**options)  # fails here, on the driver, rather than in every actor

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -140,6 +141,17 @@ def test_example_resumes_the_cli_record_file(ray_session, onnx_model, images, tm
     expected = [json.loads(line) for line in cli_file.read_text().splitlines()]
     actual = [json.loads(line) for line in ray_file.read_text().splitlines()]
     _assert_same_records(actual, expected)
+
+
+def test_without_ray_the_error_says_which_extra_and_the_output_is_left_alone(
+        tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    model, output = tmp_path / "lcnet.onnx", tmp_path / "out.jsonl"
+    model.write_bytes(b"")
+    output.write_text("{}\n")
+    with pytest.raises(ValueError, match=r'pip install "keras-lcnet\[ray\]"'):
+        predict_with_ray([str(tmp_path)], model, output)
+    assert output.read_text() == "{}\n"
 
 
 @pytest.mark.parametrize(("model", "options", "error", "message"), [
