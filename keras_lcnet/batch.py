@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import glob
 import os
@@ -178,7 +179,7 @@ def _preset_records(scores: np.ndarray, preset: str, top: int | None) -> list[di
             for pairs in results]
 
 
-def _open_model(model, preset: str | None) -> keras.Model | Runtime:
+def _open_model(model, preset: str | None, num_threads: int | None) -> keras.Model | Runtime:
     """A Keras model or an opened `Runtime` from what `predict_files` was given."""
     if model is None:
         if preset is None:
@@ -202,14 +203,16 @@ def _open_model(model, preset: str | None) -> keras.Model | Runtime:
         return keras.saving.load_model(path)
     from keras_lcnet.deploy.runtime import Runtime
 
-    return Runtime(path, num_threads=os.cpu_count() or 1)
+    return Runtime(path, num_threads=num_threads or os.cpu_count() or 1)
 
 
-def _predictor(model, preset: str | None) -> tuple[Callable, str | None]:
+def _predictor(
+    model, preset: str | None, num_threads: int | None
+) -> tuple[Callable, str | None]:
     """`predict(images) -> scores` and the image layout the model takes (None: Keras')."""
     from keras_lcnet.deploy.runtime import Runtime
 
-    model = _open_model(model, preset)
+    model = _open_model(model, preset, num_threads)
     height, width = get_preset(preset).input.size if preset else (CROP_SIZE, CROP_SIZE)
     if isinstance(model, Runtime):
         if model.image_shape[:2] != (height, width):
@@ -295,6 +298,37 @@ def predict_files(
         FileNotFoundError: The model file does not exist.
     """
     _positive("batch_size", batch_size)
+    pipeline = _pipeline(model, preset=preset, workers=workers, top=top)
+    inputs = (item for item in _inputs(sources) if item[0] not in skip)
+    return pipeline.records(inputs, batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pipeline:
+    """Turns `(path, error)` inputs into records; `predict_files` and the Ray actors share it."""
+
+    decode: Callable  # path -> a batch of one image
+    predict: Callable  # images -> scores
+    to_records: Callable  # scores -> records without their "path"
+    workers: int
+
+    def records(self, inputs: Iterable[tuple[str, str | None]], batch_size: int
+                ) -> Iterator[dict]:
+        """One record per input, in input order; `error` inputs are not decoded."""
+        window = max(2 * batch_size, self.workers)
+        with contextlib.closing(_decoded(inputs, self.decode, self.workers, window)) as decoded:
+            for batch in _batches(decoded, batch_size):
+                images = [image for _, image, _ in batch if image is not None]
+                results = iter(self.to_records(self.predict(np.concatenate(images)))
+                               if images else ())
+                for path, image, error in batch:
+                    yield {"path": path, "error": error} if image is None else {
+                        "path": path, **next(results)}
+
+
+def _pipeline(model, *, preset: str | None, workers: int | None, top: int | None,
+              num_threads: int | None = None) -> _Pipeline:
+    """Checks `predict_files`' arguments and opens the model (a file with `num_threads`)."""
     workers = (os.cpu_count() or 1) if workers is None else workers
     _positive("workers", workers)
     if preset is not None:
@@ -304,22 +338,10 @@ def predict_files(
                              f"{get_preset(preset).task}.")
     elif top is not None:
         _positive("top", top)
-    predict, data_format = _predictor(model, preset)
+    predict, data_format = _predictor(model, preset, num_threads)
     decode = functools.partial(load_image, preset=preset, data_format=data_format)
     if preset is None:
         to_records = functools.partial(_imagenet_records, top=top or DEFAULT_TOP)
     else:
         to_records = functools.partial(_preset_records, preset=preset, top=top)
-    inputs = (item for item in _inputs(sources) if item[0] not in skip)
-    return _stream(inputs, decode, predict, to_records, batch_size, workers)
-
-
-def _stream(inputs, decode, predict, to_records, batch_size: int, workers: int):
-    window = max(2 * batch_size, workers)
-    with contextlib.closing(_decoded(inputs, decode, workers, window)) as decoded:
-        for batch in _batches(decoded, batch_size):
-            images = [image for _, image, _ in batch if image is not None]
-            results = iter(to_records(predict(np.concatenate(images))) if images else ())
-            for path, image, error in batch:
-                yield {"path": path, "error": error} if image is None else {
-                    "path": path, **next(results)}
+    return _Pipeline(decode, predict, to_records, workers)
