@@ -44,7 +44,10 @@ HERE = pathlib.Path(__file__).parent
 EXAMPLE = HERE.parent / "examples" / "transfer_learning.py"
 TARGET = 0.99  # issue 13: top-1 agreement with float, with >= 200 calibration images
 MIN_CALIBRATION = 200
-PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "openvino", "nncf", "scikit-learn")
+PACKAGES = (
+    "tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "openvino", "nncf", "scikit-learn",
+)
+NONE = "-"  # table cell of a value that does not apply
 
 # recipe(model, folder, calibration) -> path of the written export
 Recipe = Callable[[keras.Model, pathlib.Path, np.ndarray], str]
@@ -86,12 +89,14 @@ class Row:
         recipe: `"float (Keras)"` or the name of a quantization recipe.
         accuracy: Top-1 accuracy against the labels.
         agreement: Top-1 agreement with the float Keras model (`None` for it).
+        samples: Validation images measured.
         cosine: Mean cosine similarity of the logits with float (`None` for it).
     """
 
     variant: str
     recipe: str
     accuracy: float
+    samples: int
     agreement: float | None = None
     cosine: float | None = None
 
@@ -171,12 +176,13 @@ def evaluate(model: keras.Model, variant: str, data: Digits, recipes: dict[str, 
         The float row, then one row per recipe.
     """
     reference = keras_outputs(model, data.x_val, 32)
-    rows = [Row(variant, "float (Keras)", _accuracy(reference, data.y_val))]
+    samples = len(data.y_val)
+    rows = [Row(variant, "float (Keras)", _accuracy(reference, data.y_val), samples)]
     threads = os.cpu_count() or 1
     for name, recipe in recipes.items():
         outputs = Runtime(recipe(model, folder, data.calibration), threads).predict(data.x_val)
         agreement = compare(outputs, reference, "validation images")
-        rows.append(Row(variant, name, _accuracy(outputs, data.y_val),
+        rows.append(Row(variant, name, _accuracy(outputs, data.y_val), samples,
                         agreement.top1_agreement, agreement.cosine_similarity))
     return rows
 
@@ -222,7 +228,7 @@ def _versions() -> str:
 
 
 def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
+    return NONE if value is None else f"{value:.1%}"
 
 
 def table(rows: list[Row]) -> str:
@@ -230,7 +236,7 @@ def table(rows: list[Row]) -> str:
     lines = ["| width | model | top-1 accuracy | top-1 agreement with float | logits cosine |",
              "|---|---|---|---|---|"]
     for row in rows:
-        cosine = "–" if row.cosine is None else f"{row.cosine:.5f}"
+        cosine = NONE if row.cosine is None else f"{row.cosine:.5f}"
         lines.append(f"| {row.variant} | {row.recipe} | {_percent(row.accuracy)} | "
                      f"{_percent(row.agreement)} | {cosine} |")
     return "\n".join(lines)
@@ -246,12 +252,12 @@ def report(rows: list[Row], settings: dict) -> str:
     flags = cpu_flags()
     flag_text = "unknown" if flags is None else (" ".join(flags) or "none")
     missed = [r for r in rows if r.agreement is not None and r.agreement < TARGET]
-    verdict = ("every int8 recipe reaches" if not missed else
-               f"{len(missed)} of the int8 rows miss") + f" the {TARGET:.0%} target."
+    verdict = ("every exported model reaches" if not missed else
+               f"{len(missed)} of the exported models miss") + f" the {TARGET:.0%} target."
     return "\n".join([
         "# int8 accuracy on trained weights", "",
         "Written by `benchmarks/int8_accuracy.py` "
-        f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC). Do not edit by hand.",
+        f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC); do not edit.",
         "",
         f"- CPU: {cpu_model()}; flags {flag_text} (of {', '.join(CPU_FLAGS)}); "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}.",
