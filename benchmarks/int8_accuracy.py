@@ -58,6 +58,13 @@ def _litert_int8(model: keras.Model, folder: pathlib.Path, calibration: np.ndarr
     return export_litert(model, path, quantize="int8", calibration=calibration, strict=False).path
 
 
+def _litert_int8_native(model: keras.Model, folder: pathlib.Path,
+                       calibration: np.ndarray) -> str:
+    path = folder / f"{model.name}_int8_native.tflite"
+    return export_litert(model, path, quantize="int8", calibration=calibration,
+                         int8_hard_swish="native", strict=False).path
+
+
 def _openvino_int8(model: keras.Model, folder: pathlib.Path, calibration: np.ndarray) -> str:
     path = folder / f"{model.name}_int8.xml"
     return export_openvino(model, path, precision="int8", calibration=calibration,
@@ -66,6 +73,7 @@ def _openvino_int8(model: keras.Model, folder: pathlib.Path, calibration: np.nda
 
 RECIPES: dict[str, Recipe] = {
     "LiteRT int8 (export_litert default)": _litert_int8,
+    'LiteRT int8, int8_hard_swish="native"': _litert_int8_native,
     "OpenVINO int8 (export_openvino default)": _openvino_int8,
 }
 

@@ -81,3 +81,32 @@ def test_report_has_setup_and_one_table_line_per_row(run):
     table_lines = [line for line in text.splitlines() if line.startswith("| x0_25 |")]
     assert len(table_lines) == len(rows)
     assert "of the exported models miss the 99% target" in text  # "broken" does
+
+
+def test_native_hard_swish_is_kept_and_accepted_by_the_audit(run, tmp_path):
+    from keras_lcnet.deploy import export_litert
+
+    bench, _, _, cache = run
+    example = bench.load_example()
+    args = bench.example_args(example, "x0_25", 32, 1, 0)
+    model = bench.logits_model(bench.trained_model(example, args, cache))  # cached by `run`
+    _, x_val, _, _ = example.load_data(32, 0)
+    report = export_litert(model, tmp_path / "native.tflite", quantize="int8",
+                           calibration=x_val[:16], int8_hard_swish="native")
+    assert report.audit.ops.get("HARD_SWISH", 0) > 0 and "ADD" not in report.audit.ops
+    assert report.audit.partitions > 1 and report.ok  # left out on purpose: no failure
+    with pytest.raises(ValueError, match="int8_hard_swish"):
+        export_litert(model, tmp_path / "bad.tflite", quantize="int8", calibration=x_val[:16],
+                      int8_hard_swish="fused")
+
+
+def test_audit_still_fails_on_ops_left_out_by_accident():
+    from keras_lcnet.deploy.audit import LiteRTAudit
+
+    audit = LiteRTAudit({}, [], partitions=3, delegated=5,
+                        undelegated=[("HARD_SWISH", ("int8",), False), ("MUL", ("int8",), False)],
+                        expected_undelegated=("HARD_SWISH",))
+    assert len(audit.failures) == 1 and "MUL" in audit.failures[0]
+    assert "HARD_SWISH" not in audit.failures[0]
+    audit.undelegated = audit.undelegated[:1]
+    assert audit.failures == []
