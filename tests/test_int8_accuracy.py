@@ -112,3 +112,29 @@ def test_audit_still_fails_on_ops_left_out_by_accident():
     assert "HARD_SWISH" not in audit.failures[0]
     audit.undelegated = audit.undelegated[:1]
     assert audit.failures == []
+
+
+def test_openvino_int8_keeps_full_bias_correction_and_min_max_ranges(monkeypatch):
+    # The settings that brought OpenVINO int8 closer to float in benchmarks/int8_accuracy.md.
+    nncf = pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    import keras_lcnet
+    from keras_lcnet.deploy import openvino
+
+    seen = {}
+    real = nncf.quantize
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize", spy)
+    model = keras_lcnet.PPLCNet(scale=0.25, weights=None, input_shape=(32, 32, 3), classes=10,
+                                classifier_activation=None)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    openvino._quantize(openvino.convert(model, (1, 32, 32, 3)), images, 1)
+    assert seen["fast_bias_correction"] is False
+    ranges = seen["advanced_parameters"].activations_range_estimator_params
+    assert ranges == RangeEstimatorParametersSet.MINMAX
