@@ -78,6 +78,28 @@ def build_model(args: argparse.Namespace) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"digits_{backbone.name}")
 
 
+def train(model: keras.Model, train_split, val_split, args: argparse.Namespace) -> dict:
+    """Adam with cosine decay to zero on sparse cross-entropy; returns the Keras history."""
+    x_train, y_train = train_split
+    total = args.epochs * -(-len(x_train) // args.batch_size)
+    # Cosine decay to zero: large steps early, fine convergence at the end.
+    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=total)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        # Compiling the train step takes longer than a smoke run's few steps.
+        run_eagerly=args.smoke,
+    )
+    return model.fit(
+        x_train, y_train,
+        validation_data=val_split,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=0 if args.smoke else 2,
+    ).history
+
+
 def save_plot(history: dict[str, list[float]], path: str, title: str) -> None:
     """Loss and accuracy per epoch for the training and validation splits."""
     import matplotlib
@@ -103,7 +125,7 @@ def save_plot(history: dict[str, list[float]], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -126,7 +148,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plot", metavar="PATH", help="save the training curves as a PNG")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run (x0_25, 160 digits, 1 epoch) to check that everything works")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.weights = None if args.weights.lower() == "none" else args.weights
     if args.freeze_up_to and args.weights is None:
         parser.error("--freeze-up-to keeps layers as they are: it needs pretrained --weights")
@@ -145,28 +167,12 @@ def main() -> None:
     x_train, x_val, y_train, y_val = load_data(
         args.image_size, args.seed, limit=160 if args.smoke else None
     )
-    total = args.epochs * -(-len(x_train) // args.batch_size)
-    # Cosine decay to zero: large steps early, fine convergence at the end.
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=total)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        # Compiling the train step takes longer than a smoke run's few steps.
-        run_eagerly=args.smoke,
-    )
     source = f"weights={args.weights}" if args.weights else "from scratch"
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     print(f"{model.name}: {model.count_params():,} parameters ({trainable:,} trainable), {source}, "
           f"{len(x_train)} train / {len(x_val)} validation images of {args.image_size}px")
     start = time.perf_counter()
-    history = model.fit(
-        x_train, y_train,
-        validation_data=(x_val, y_val),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        verbose=0 if args.smoke else 2,
-    ).history
+    history = train(model, (x_train, y_train), (x_val, y_val), args)
     print(f"trained {args.epochs} epochs in {time.perf_counter() - start:.0f} s")
     if args.plot:
         save_plot(history, args.plot, f"PP-LCNet {args.variant} on digits ({source})")

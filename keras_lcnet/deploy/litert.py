@@ -24,6 +24,7 @@ from keras_lcnet.deploy.verify import (
 from keras_lcnet.layers import HardSwish
 
 QUANTIZE_MODES = ("float16", "dynamic", "int8")
+HARD_SWISH_MODES = ("xnnpack", "native")
 
 
 class _Int8HardSwish(keras.layers.Layer):
@@ -66,7 +67,8 @@ def _int8_friendly(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _write(model, path: str, input_shape, quantize, calibration, uint8_input: bool) -> None:
+def _write(model, path: str, input_shape, quantize, calibration, uint8_input: bool,
+           hard_swish: str = "xnnpack") -> None:
     """Converts `model` with one of the recipes of `export_litert` and writes it to `path`."""
     import tensorflow as tf
 
@@ -77,7 +79,7 @@ def _write(model, path: str, input_shape, quantize, calibration, uint8_input: bo
     if quantize == "float16":
         options["target_spec"]["supported_types"] = [tf.float16]
     if quantize == "int8":
-        exported = _int8_friendly(model)
+        exported = _int8_friendly(model) if hard_swish == "xnnpack" else model
         options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
         options["representative_dataset"] = lambda: (
             [batch] for batch, _ in batches(calibration, input_shape[0]))
@@ -97,6 +99,7 @@ def export_litert(
     image_size: int | tuple[int, int] | None = None,
     verification=None,
     strict: bool = True,
+    int8_hard_swish: str = "xnnpack",
 ) -> ExportReport:
     """Exports a Keras model to a LiteRT (`.tflite`) file and verifies it.
 
@@ -120,7 +123,12 @@ def export_litert(
     - `"int8"`: full-integer, calibrated on `calibration`. h-swish is
       rewritten with int8 ops XNNPACK delegates (see `_Int8HardSwish`).
       Keep class scores as logits (`classifier_activation=None`):
-      XNNPACK has no int8 softmax.
+      XNNPACK has no int8 softmax. `int8_hard_swish="native"` keeps
+      LiteRT's own int8 `HARD_SWISH` instead: closer to float (each
+      h-swish is requantized once, not three times; see
+      `benchmarks/int8_accuracy.md`), but XNNPACK leaves those ops to the
+      builtin kernel, so the graph runs in many partitions (slower); the
+      audit lists them without failing.
 
     Args:
         model: A Keras model with one image input, on the TensorFlow backend.
@@ -136,6 +144,9 @@ def export_litert(
         verification: Inputs to compare on, like `calibration`; default: the
             calibration inputs, else four random-pixel images.
         strict: Raise `ExportError` when verification fails.
+        int8_hard_swish: For `"int8"`: `"xnnpack"` (h-swish as int8
+            ADD/MUL ops XNNPACK runs: one partition) or `"native"` (int8
+            `HARD_SWISH`: more accurate on narrow widths, not delegated).
 
     Returns:
         An `ExportReport` (its `summary()` is the printable report).
@@ -150,6 +161,9 @@ def export_litert(
         raise ValueError(
             f"`quantize` must be None (float32) or one of {QUANTIZE_MODES}, got {quantize!r}."
         )
+    if int8_hard_swish not in HARD_SWISH_MODES:
+        raise ValueError(
+            f"`int8_hard_swish` must be one of {HARD_SWISH_MODES}, got {int8_hard_swish!r}.")
     if uint8_input and quantize != "int8":
         raise ValueError("`uint8_input=True` needs `quantize='int8'` (a full-integer model).")
     if quantize == "int8" and calibration is None:
@@ -162,11 +176,14 @@ def export_litert(
         calibration = load_calibration(calibration, input_shape)
 
     def write(m: keras.Model, p: str) -> None:
-        _write(m, p, input_shape, quantize, calibration, uint8_input)
+        _write(m, p, input_shape, quantize, calibration, uint8_input, int8_hard_swish)
 
     write(model, path)
     data, described = verification_data(calibration, verification, input_shape)
     agreement, twin = verify_outputs(model, path, data, described, batch_size, write)
+    audit = audit_litert(path)
+    if quantize == "int8" and int8_hard_swish == "native":
+        audit.expected_undelegated = ("HARD_SWISH",)
     report = ExportReport(
         path=path,
         format="litert",
@@ -174,7 +191,7 @@ def export_litert(
         input_shape=input_shape,
         input_dtype="uint8" if uint8_input else "float32",
         agreement=agreement,
-        audit=audit_litert(path),
+        audit=audit,
         tolerance=verify.FLOAT32_TOLERANCE if quantize is None else None,
         input_quantization=Runtime(path).input_quantization,
         twin=twin,
