@@ -355,3 +355,17 @@ def test_paddleclas_weights_refuse_head_bias(keras_home):
 def test_head_bias_gives_timms_parameter_count(scale, parameters):
     model = keras_lcnet.PPLCNet(scale=scale, weights=None, head_bias=True)
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == parameters
+
+
+def test_describe_checkpoint_and_cli_convert_read_a_timm_folder(folder_050, tmp_path, capsys):
+    from keras_lcnet.cli import main
+
+    described = keras_lcnet.describe_checkpoint(folder_050)
+    assert described["form"] == "timm"
+    architecture = described["architecture"]
+    assert (architecture["variant"], architecture["classes"]) == ("x0_5", 10)
+    assert architecture["head_bias"] is True
+    assert described["input"]["interpolation"] == "bicubic"
+    output = tmp_path / "timm.keras"
+    assert main(["convert", str(folder_050), "--logits", "--output", str(output)]) == 0
+    _check_parity(keras.saving.load_model(output), "lcnet_050")
