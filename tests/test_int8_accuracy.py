@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.export]
+pytestmark = [pytest.mark.slow, pytest.mark.export, pytest.mark.full]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

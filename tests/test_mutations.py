@@ -239,11 +239,13 @@ def test_mutated_transformers_folders_fail_cleanly(tmp_path, x0_25):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_mutated_pdparams_fail_cleanly_many(tmp_path, x0_25):
     _fuzz_pdparams(tmp_path, x0_25, seed=1, count=FULL)
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_mutated_transformers_folders_fail_cleanly_many(tmp_path, x0_25):
     _fuzz_transformers(tmp_path, x0_25, seed=1, count=FULL)
 
@@ -274,6 +276,7 @@ def test_mutated_files_never_allocate_much_native_memory():
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_mutated_files_never_allocate_much_native_memory_many():
     _fuzz_under_rlimit(seed=3, count=FULL)
 

@@ -275,5 +275,6 @@ def test_mutated_files_fail_cleanly(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_mutated_files_fail_cleanly_many(tmp_path):
     _check_mutations(tmp_path, range(200, 2200))

@@ -292,6 +292,7 @@ def test_mutated_programs_fail_cleanly(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_mutated_programs_fail_cleanly_many(tmp_path):
     _check_mutations(tmp_path, range(100, 1100))
 
