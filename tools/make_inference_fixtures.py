@@ -57,11 +57,11 @@ CASES = {
 }
 
 
-def paddle_inference(prefix: Path, x: np.ndarray) -> np.ndarray:
-    """Runs the saved program with the Paddle Inference predictor on CPU."""
+def paddle_inference(program: Path, params: Path, x: np.ndarray) -> np.ndarray:
+    """Runs a saved program (`.json` or legacy `.pdmodel`) with the Paddle Inference predictor."""
     from paddle import inference
 
-    config = inference.Config(f"{prefix}.json", f"{prefix}.pdiparams")
+    config = inference.Config(str(program), str(params))
     config.disable_gpu()
     predictor = inference.create_predictor(config)
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
@@ -80,7 +80,8 @@ def run_case(case: Case) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = paddle.static.InputSpec([None, 3, None, None], "float32", "x")
     paddle.jit.save(model, str(out_dir / "inference"), input_spec=[spec])
-    logits = [paddle_inference(out_dir / "inference", normalise_nchw(p)) for p in pixels]
+    program, params = out_dir / "inference.json", out_dir / "inference.pdiparams"
+    logits = [paddle_inference(program, params, normalise_nchw(p)) for p in pixels]
     check_logits(case, logits)
     eager = [predict(model, p) for p in pixels]
     for a, b in zip(logits, eager, strict=True):  # the predictor agrees with eager Paddle

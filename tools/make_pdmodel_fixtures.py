@@ -43,24 +43,9 @@ import paddle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import FIXTURES_DIR, calibrated_model, check_logits, normalise_nchw, predict
-from make_inference_fixtures import CASES  # the same models as the PIR fixtures
+from make_inference_fixtures import CASES, paddle_inference  # the PIR fixtures' models
 
 MAX_BYTES = 1_200_000  # the files this script adds, together
-
-
-def paddle_inference(program: Path, params: Path, x: np.ndarray) -> np.ndarray:
-    """Runs a legacy program with the Paddle Inference predictor on CPU."""
-    from paddle import inference
-
-    config = inference.Config(str(program), str(params))
-    config.disable_gpu()
-    predictor = inference.create_predictor(config)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(x.shape))
-    handle.copy_from_cpu(x)
-    predictor.run()
-    out = predictor.get_output_handle(predictor.get_output_names()[0])
-    return out.copy_to_cpu().astype(np.float32)
 
 
 def run_case(name: str) -> None:
