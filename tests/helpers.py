@@ -293,3 +293,24 @@ def _json_paths(obj, path=()):
     for key, value in items:
         yield (*path, key)
         yield from _json_paths(value, (*path, key))
+
+
+_CHECKPOINT_SCRIPT = """
+import numpy as np, keras_lcnet
+from helpers import relative_error
+source, pixels, expected = {args}
+model = keras_lcnet.from_checkpoint(source, classifier_activation=None)
+print("RESULT", relative_error(model.predict(np.load(pixels), verbose=0), np.load(expected)))
+"""
+
+
+def checkpoint_error_on_backend(source, pixels, expected, backend: str, tmp_path) -> float:
+    """`from_checkpoint(source)`'s relative error against `expected` on another Keras backend."""
+    np.save(tmp_path / "pixels.npy", pixels)
+    np.save(tmp_path / "expected.npy", expected)
+    paths = (source, tmp_path / "pixels.npy", tmp_path / "expected.npy")
+    args = ", ".join(repr(str(p)) for p in paths)
+    proc = run_python(_CHECKPOINT_SCRIPT.format(args=args), backend=backend, PYTHONPATH="tests")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return float(line.split()[1])

@@ -14,7 +14,13 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import FIXTURES, relative_error, run_python, seeded_paddle_weights, weights_checksum
+from helpers import (
+    FIXTURES,
+    checkpoint_error_on_backend,
+    relative_error,
+    seeded_paddle_weights,
+    weights_checksum,
+)
 
 import keras_lcnet
 from keras_lcnet.checkpoints import timm
@@ -317,28 +323,14 @@ def test_folder_needs_neither_huggingface_hub_nor_timm(folder_050, monkeypatch):
     assert keras_lcnet.from_checkpoint(folder_050).output.shape[-1] == CLASSES
 
 
-BACKEND_SCRIPT = """
-import numpy as np, keras_lcnet
-from helpers import relative_error
-folder, pixels, expected = {args}
-model = keras_lcnet.from_checkpoint(folder, classifier_activation=None)
-print("RESULT", relative_error(model.predict(np.load(pixels), verbose=0), np.load(expected)))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends_match_timm(folder_050, tmp_path, backend):
     _, arrays = _case("lcnet_050")
-    np.save(tmp_path / "pixels.npy", arrays["pixels_1"].astype(np.float32))
-    np.save(tmp_path / "expected.npy", arrays["logits_1"])
-    paths = (folder_050, tmp_path / "pixels.npy", tmp_path / "expected.npy")
-    args = ", ".join(repr(str(p)) for p in paths)
-    proc = run_python(BACKEND_SCRIPT.format(args=args), backend=backend, PYTHONPATH="tests")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    assert float(line.split()[1]) <= TOLERANCE
+    pixels = arrays["pixels_1"].astype(np.float32)
+    error = checkpoint_error_on_backend(folder_050, pixels, arrays["logits_1"], backend, tmp_path)
+    assert error <= TOLERANCE
 
 
 def test_paddleclas_weights_refuse_head_bias(keras_home):

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, relative_error, run_python
+from helpers import FIXTURES, checkpoint_error_on_backend, relative_error
 from test_timm import _timm_state
 
 import keras_lcnet
@@ -124,28 +124,14 @@ def test_override_contradicting_the_checkpoint_is_one_line(folder, override):
         keras_lcnet.from_checkpoint(folder, **override)
 
 
-BACKEND_SCRIPT = """
-import numpy as np, keras_lcnet
-from helpers import relative_error
-folder, pixels, expected = {args}
-model = keras_lcnet.from_checkpoint(folder, classifier_activation=None)
-print("RESULT", relative_error(model.predict(np.load(pixels), verbose=0), np.load(expected)))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends_match_timm(folder, tmp_path, backend):
     _, arrays = _case()
-    np.save(tmp_path / "pixels.npy", arrays["pixels_1"].astype(np.float32))
-    np.save(tmp_path / "expected.npy", arrays["logits_1"])
-    paths = (folder, tmp_path / "pixels.npy", tmp_path / "expected.npy")
-    args = ", ".join(repr(str(p)) for p in paths)
-    proc = run_python(BACKEND_SCRIPT.format(args=args), backend=backend, PYTHONPATH="tests")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    assert float(line.split()[1]) <= TOLERANCE
+    pixels = arrays["pixels_1"].astype(np.float32)
+    error = checkpoint_error_on_backend(folder, pixels, arrays["logits_1"], backend, tmp_path)
+    assert error <= TOLERANCE
 
 
 def test_other_normalization_statistics_are_refused(folder, tmp_path):
