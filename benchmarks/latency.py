@@ -42,6 +42,7 @@ import keras_lcnet
 from keras_lcnet import PPLCNet, load_image
 from keras_lcnet.architecture_v2 import VARIANTS_V2
 from keras_lcnet.deploy import ExportReport, export_litert, export_onnx, export_openvino
+from keras_lcnet.deploy.comparison import cpu_flags, describe_cpu_flags
 from keras_lcnet.deploy.latency import cpu_model, interleave
 from keras_lcnet.deploy.runtime import Runtime, openvino_config, openvino_supports_bf16, timed_ms
 from keras_lcnet.deploy.verify import calibrate_batchnorm
@@ -90,8 +91,6 @@ CONFIGS = (  # (column, export kind, threads)
 FLOAT_RUNTIMES = {"fp32": "LiteRT", "onnx": "ORT", "ov_f32": "OpenVINO", "keras": "Keras TF"}
 NO_BF16 = "no BF16 on this CPU"
 FAMILY_COLORS = {"PP-LCNet": "C0", "PP-LCNetV2": "C1", "MobileNet": "C2"}
-# /proc/cpuinfo flags that decide which kernels the runtimes can use.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -199,17 +198,6 @@ def _versions() -> str:
     return ", ".join(found)
 
 
-def cpu_flags(cpuinfo: str) -> str:
-    """Which of `CPU_FLAGS` and `amx_*` the first CPU in a /proc/cpuinfo text has."""
-    line = next((x for x in cpuinfo.splitlines() if x.startswith("flags")), "")
-    flags = set(line.partition(":")[2].split())
-    amx = sorted(f for f in flags if f.startswith("amx"))
-    present = [f for f in CPU_FLAGS if f in flags] + amx
-    absent = [f for f in CPU_FLAGS if f not in flags] + ([] if amx else ["amx_*"])
-    return (f"{', '.join(present) or 'none'} present; {', '.join(absent) or 'none'} absent"
-            if line else "unknown (no flags line in /proc/cpuinfo)")
-
-
 def openvino_settings(path: str | os.PathLike) -> str:
     """The CPU plugin settings an IR compiled the way `Runtime` compiles it actually got."""
     import openvino as ov
@@ -230,10 +218,6 @@ def _cell(result) -> str:
 
 
 def _header(args, loads, settings: str, bf16: bool) -> list[str]:
-    try:
-        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
     bf16_note = ("OpenVINO bf16 runs bfloat16 compute on the f32 IR (INFERENCE_PRECISION_HINT "
                  "bf16)" if bf16 else f"OpenVINO bf16: n/a ({NO_BF16}): OpenVINO's CPU "
                  "OPTIMIZATION_CAPABILITIES lack BF16, so its columns are not timed")
@@ -242,7 +226,7 @@ def _header(args, loads, settings: str, bf16: bool) -> list[str]:
         f"Measured by `benchmarks/latency.py` on {datetime.date.today().isoformat()}: "
         f"{cpu_model()}, {platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}; {_versions()}.", "",
-        f"CPU flags (/proc/cpuinfo): {cpu_flags(cpuinfo)}.", "",
+        f"CPU flags (/proc/cpuinfo): {describe_cpu_flags(cpu_flags())}.", "",
         f"Batch 1, {SIZE}x{SIZE} RGB, random weights (`weights=None`, batch-norm statistics "
         "recalibrated on the 18 sample crops; latency does not depend on weight values). "
         f"Each cell is the median (p90) in ms of {args.rounds * args.block} runs: "

@@ -127,14 +127,3 @@ def test_untimed_bf16_columns_say_why(bench):
     args = SimpleNamespace(rounds=3, block=2)
     text = "\n".join(bench._header(args, [(1, 1, 1), (1, 1, 1)], "NUM_STREAMS=1", bf16=False))
     assert "OpenVINO bf16: n/a (no BF16 on this CPU)" in text
-
-
-@pytest.mark.parametrize("flags, present, absent", [
-    ("fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16", "avx2, avx512f, avx512_bf16, amx_bf16, "
-     "amx_tile", "avx512_vnni"),
-    ("fpu sse4_2 avx2", "avx2", "avx512f, avx512_vnni, avx512_bf16, amx_*"),
-])
-def test_cpu_flags_lists_the_relevant_flags(bench, flags, present, absent):
-    text = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nflags\t: avx512_vnni\n"
-    assert bench.cpu_flags(text) == f"{present} present; {absent} absent"
-    assert bench.cpu_flags("processor : 0\n").startswith("unknown")

@@ -92,6 +92,13 @@ def test_cpu_flags_reads_proc_cpuinfo(monkeypatch):
     assert comparison.cpu_flags() is None
 
 
+def test_describe_cpu_flags_names_what_was_looked_for():
+    text = comparison.describe_cpu_flags(["avx2", "amx_tile"])
+    assert text.startswith("avx2 amx_tile (of avx2, avx512f,") and "amx_int8)" in text
+    assert comparison.describe_cpu_flags([]).startswith("none (of avx2")
+    assert comparison.describe_cpu_flags(None).startswith("unknown")
+
+
 @pytest.mark.parametrize("arguments", [
     {"precisions": ("litert-f64",)},
     {"precisions": ()},

@@ -87,6 +87,13 @@ def cpu_flags() -> list[str] | None:
     return [flag for flag in CPU_FLAGS if flag in present]
 
 
+def describe_cpu_flags(flags: list[str] | None) -> str:
+    """`flags` (from `cpu_flags`) for a report: those present, of all `CPU_FLAGS` looked for."""
+    if flags is None:
+        return "unknown (no flags in /proc/cpuinfo)"
+    return f"{' '.join(flags) or 'none'} (of {', '.join(CPU_FLAGS)})"
+
+
 @dataclasses.dataclass
 class ComparisonRow:
     """One target at one thread count, or a target that was not timed.
@@ -156,8 +163,7 @@ class ComparisonReport:
         return json.dumps(self.to_dict())
 
     def _header(self) -> list[str]:
-        flags = "unknown" if self.cpu_flags is None else (
-            " ".join(self.cpu_flags) or "none") + " (of " + ", ".join(CPU_FLAGS) + ")"
+        flags = describe_cpu_flags(self.cpu_flags)
         size = "x".join(str(d) for d in self.input_shape[1:3])
         return [
             f"{self.model}, input {list(self.input_shape)} ({size}), {self.runs} timed runs "
