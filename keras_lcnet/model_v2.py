@@ -198,7 +198,8 @@ def PPLCNetV2(
             `"imagenet_ssld"` (distilled; base only), the path to a
             PaddleClas `.pdparams` checkpoint of this architecture (its
             branches are loaded, then folded when `deploy=True`; its
-            pre-folded `dw_conv` tensors are never used), or a Keras
+            pre-folded `dw_conv` tensors are never used), a timm
+            `lcnetv2_*` folder or `model.safetensors`, or a Keras
             `.weights.h5` / `.keras` file of a model of the same form.
         input_tensor: Optional Keras tensor to use as image input.
         input_shape: Optional shape tuple, `(None, None, 3)` by default; at
@@ -289,7 +290,8 @@ _CONSTRUCTOR_DOC = """Instantiates PP-LCNetV2 {variant} (scale {scale}, depths {
     Args:
         include_top: Whether to include the classification head.
         weights: `None`, `"imagenet"`, `"imagenet_ssld"` (where published),
-            or the path to a PaddleClas `.pdparams` checkpoint or a Keras
+            or the path to a PaddleClas `.pdparams` checkpoint, a timm
+            `lcnetv2_*` folder or `.safetensors` file, or a Keras
             `.weights.h5` / `.keras` file of this variant.
         input_tensor: Optional Keras tensor to use as image input.
         input_shape: Optional shape tuple, `(None, None, 3)` by default.

@@ -21,7 +21,6 @@ from keras_lcnet.checkpoints.paddle_onnx import is_paddle_onnx, onnx_in_folder, 
 from keras_lcnet.checkpoints.pdiparams import is_inference_model, read_inference_model
 from keras_lcnet.checkpoints.pdparams import read_pdparams
 from keras_lcnet.checkpoints.shapes_v2 import infer_architecture_v2, is_v2_state
-from keras_lcnet.errors import CheckpointError
 from keras_lcnet.model import PPLCNet, resolve_input_contract, resolve_strides
 from keras_lcnet.presets import TASKS, Preset, get_preset, variant_name
 from keras_lcnet.weights import (
@@ -151,11 +150,7 @@ def _timm_config(source: str, config: dict | None, state: dict, overrides: dict)
     found["input_contract"] = resolve_input_contract(
         overrides.get("input_contract"), timm.input_contract(config, config_path), config_path
     )
-    if found.get("include_top") and config.get("num_classes", found["classes"]) != found["classes"]:
-        raise CheckpointError(
-            f"{config_path} has num_classes={config['num_classes']}, but {path} holds a "
-            f"classifier for {found['classes']}: the folder mixes two checkpoints."
-        )
+    timm.check_num_classes(config, state, config_path, path)
     return found
 
 

@@ -326,16 +326,19 @@ def load_timm(
 
     Raises:
         CheckpointError: The folder's `config.json` describes another timm
-            model, the file is not a readable timm LCNet checkpoint, or it
-            does not fit the model.
+            model or class count, the file is not a readable timm LCNet
+            checkpoint, or it does not fit the model.
     """
     source = os.fspath(source)
+    config = None
     if os.path.isdir(source):
         # Another architecture is refused before the weights are read.
         config, config_path = timm.read_config(source), os.path.join(source, hf.CONFIG_FILE)
         _check_preprocessing(model, timm.input_contract(config, config_path), config_path)
     path = timm.weights_file(source)
     state = timm.read_state(path) if state is None else state
+    if config is not None:
+        timm.check_num_classes(config, state, config_path, path)
     arrays, sources = timm.convert_timm(state, path)
     assign_arrays(model, arrays, path, sources)
 

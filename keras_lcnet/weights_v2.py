@@ -21,17 +21,19 @@ def validate_weights_v2(weights) -> None:
     """Refuses a `weights=` value PP-LCNetV2 cannot load, before anything is built.
 
     Raises:
-        ValueError: `weights` is neither `None`, an ImageNet tag nor the path
-            to a file.
+        ValueError: `weights` is neither `None`, an ImageNet tag, the path
+            to a file nor a timm folder.
     """
     if weights is None or weights in PRETRAINED_TAGS:
         return
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+    if isinstance(weights, (str, os.PathLike)) and (
+        os.path.isfile(weights) or timm.is_timm_source(weights)
+    ):
         return
     raise ValueError(
         "The `weights` argument of PPLCNetV2 should be `None` (random initialization), "
-        "'imagenet', 'imagenet_ssld' (base only) or the path to a PaddleClas `.pdparams`, "
-        "Keras `.weights.h5` or `.keras` file. "
+        "'imagenet', 'imagenet_ssld' (base only), a timm `lcnetv2_*` folder or the path to "
+        "a PaddleClas `.pdparams`, timm `.safetensors`, Keras `.weights.h5` or `.keras` file. "
         f"Received: weights={weights!r}"
         + (" (no such file)" if isinstance(weights, (str, os.PathLike)) else "")
     )
@@ -72,9 +74,13 @@ def load_pdparams_v2(
     _load_state_v2(model, state, path, _dropout_rate(model))
 
 
-def _check_timm_config_v2(model: keras.Model, folder: str) -> None:
+def _check_timm_config_v2(model: keras.Model, folder: str) -> dict:
     """A timm folder's `config.json` must name an `lcnetv2_*` and, when the model
-    normalizes in its graph, ImageNet's statistics (the ones it builds in)."""
+    normalizes in its graph, ImageNet's statistics (the ones it builds in).
+
+    Returns:
+        The config, for the checks that need the weights.
+    """
     config_path = os.path.join(folder, "config.json")
     config = timm.read_config(folder)
     if config["architecture"] not in timm.ARCHITECTURES_V2:
@@ -90,6 +96,7 @@ def _check_timm_config_v2(model: keras.Model, folder: str) -> None:
             "PPLCNetV2 builds ImageNet's into its graph: normalize the inputs yourself "
             "and pass include_preprocessing=False."
         )
+    return config
 
 
 def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | None = None) -> None:
@@ -104,15 +111,17 @@ def load_timm_v2(model: keras.Model, source: str | os.PathLike, state: dict | No
         state: The file's tensors, when already read.
 
     Raises:
-        CheckpointError: The folder describes another timm model or other
-            normalization statistics, or the tensors are not a
+        CheckpointError: The folder describes another timm model, other
+            normalization statistics or another class count, or the tensors are not a
             PP-LCNetV2's or do not fit the model.
     """
     source = os.fspath(source)
-    if os.path.isdir(source):  # another architecture is refused before reading weights
-        _check_timm_config_v2(model, source)
+    # Another architecture is refused before the weights are read.
+    config = _check_timm_config_v2(model, source) if os.path.isdir(source) else None
     path = timm.weights_file(source)
     state = timm.read_state(path) if state is None else state
+    if config is not None:
+        timm.check_num_classes(config, state, os.path.join(source, "config.json"), path)
     _load_state_v2(model, timm.paddle_state_v2(state), path, dropout_rate=0.0)
 
 
@@ -128,7 +137,7 @@ def load_weights_v2(
     Args:
         model: A model built by `keras_lcnet.PPLCNetV2`.
         weights: `"imagenet"` or `"imagenet_ssld"`, a PaddleClas `.pdparams`
-            file, timm's `lcnetv2_*` `model.safetensors`, or a Keras
+            file, timm's `lcnetv2_*` folder or `model.safetensors`, or a Keras
             `.weights.h5` / `.keras` file saved from a model of the same
             form (branch or deploy).
         variant: `"small"`, `"base"` or `"large"`; needed for the tags.

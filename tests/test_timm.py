@@ -254,6 +254,8 @@ def test_config_num_classes_must_match_the_classifier(folder_050, tmp_path):
     with pytest.raises(CheckpointError, match=r"num_classes=1000.*classifier for 10") as e:
         keras_lcnet.from_checkpoint(folder)
     assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match=r"num_classes=1000.*classifier for 10"):
+        keras_lcnet.PPLCNet_x0_5(weights=folder, classes=10, head_bias=True)
 
 
 @pytest.mark.parametrize("override", [{"head_bias": False}, {"classes": 5}, {"scale": 1.0}])

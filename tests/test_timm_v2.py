@@ -75,6 +75,12 @@ def test_bare_file_in_deploy_form_matches_timm(folder):
     _check_parity(model, sizes=(1,))
 
 
+def test_weights_argument_takes_the_folder(folder):
+    model = keras_lcnet.PPLCNetV2_small(weights=str(folder), classes=CLASSES,
+                                       classifier_activation=None)
+    _check_parity(model, sizes=(0,))
+
+
 def test_weights_argument_takes_the_bare_file(folder):
     model = keras_lcnet.PPLCNetV2_small(weights=str(folder / "model.safetensors"),
                                        classes=CLASSES, classifier_activation=None)
@@ -157,3 +163,18 @@ def test_folder_whose_config_names_a_v1_is_refused(folder, tmp_path):
     with pytest.raises(CheckpointError, match=r"'lcnet_050' but its weights .*mixes two") as e:
         keras_lcnet.from_checkpoint(copy)
     assert "\n" not in str(e.value)
+
+
+def test_config_num_classes_must_match_the_classifier(folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["num_classes"] = 1000
+    (copy / "config.json").write_text(json.dumps(config))
+    message = rf"num_classes=1000.*classifier for {CLASSES}.*mixes two"
+    with pytest.raises(CheckpointError, match=message) as e:
+        keras_lcnet.from_checkpoint(copy)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match=message):
+        keras_lcnet.PPLCNetV2_small(weights=str(copy), classes=CLASSES)

@@ -143,6 +143,21 @@ def read_config(folder: str) -> dict:
     return config
 
 
+def check_num_classes(config: dict, state, config_path: str, weights_path: str) -> None:
+    """A folder's `config.json` `num_classes` must be its classifier's output count.
+
+    Raises:
+        CheckpointError: They differ: the folder mixes two checkpoints.
+    """
+    classifier = state.get("classifier.weight")  # [out, in] in lcnet_* and lcnetv2_*
+    if classifier is None or config.get("num_classes", classifier.shape[0]) == classifier.shape[0]:
+        return
+    raise CheckpointError(
+        f"{config_path} has num_classes={config['num_classes']}, but {weights_path} holds a "
+        f"classifier for {classifier.shape[0]}: the folder mixes two checkpoints."
+    )
+
+
 def input_contract(config: dict, path: str = "config.json") -> InputContract:
     """timm's evaluation transform for a checkpoint, from its `pretrained_cfg`.
 
