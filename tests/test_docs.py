@@ -137,10 +137,28 @@ def test_every_example_is_documented_and_every_documented_example_exists():
     assert documented - present == set(), "docs/usage.md names examples that do not exist"
 
 
-def test_model_zoo_latency_is_read_from_the_benchmark_results():
+def _hooks():
     spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "_scripts" / "hooks.py")
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
+    return hooks
+
+
+def test_benchmark_file_marker_embeds_the_report(tmp_path, monkeypatch):
+    hooks = _hooks()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "throughput.md").write_text("# Throughput\n\n## Targets\n")
+    monkeypatch.setattr(hooks, "ROOT", tmp_path)
+    page = ("before\n<!-- benchmark-file: throughput.md -->\n"
+            "<!-- benchmark-file: openvino_threading.md -->\nafter")
+    out = hooks.on_page_markdown(page, None, None, None)
+    assert "## Throughput\n\n### Targets" in out and "<!--" not in out
+    assert "`python benchmarks/openvino_threading.py` does" in out
+    assert out.startswith("before\n") and out.endswith("\nafter")
+
+
+def test_model_zoo_latency_is_read_from_the_benchmark_results():
+    hooks = _hooks()
     assert hooks.RESULTS.exists(), "benchmarks/results.md is committed with the benchmark run"
     _, rows = hooks._results_table(hooks.RESULTS.read_text(encoding="utf-8"))
     results = {row[0]: row for row in rows}

@@ -3,8 +3,10 @@
 `benchmarks/latency.py` writes `benchmarks/results.md` and
 `benchmarks/latency_vs_top1.png`. At build time the Benchmarks page embeds
 both, and the model zoo's latency table is built from the results table, so
-the docs never quote numbers the last benchmark run did not produce. Without
-a benchmark run the pages say so and still build.
+the docs never quote numbers the last benchmark run did not produce. The
+other benchmarks' reports are embedded the same way wherever a page has
+`<!-- benchmark-file: NAME.md -->` (`benchmarks/NAME.md`). Without a
+benchmark run the pages say so and still build.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ PLOT = ROOT / "benchmarks" / "latency_vs_top1.png"
 PLOT_URL = "assets/latency_vs_top1.png"
 MARKER = "<!-- measured-latency -->"
 RESULTS_MARKER = "<!-- benchmark-results -->"
+FILE_MARKER = re.compile(r"<!-- benchmark-file: ([\w.-]+\.md) -->")
+# The script that writes each report, where its name is not the report's.
+WRITERS = {"results.md": "latency.py", "throughput.md": "folder_throughput.py"}
 # Columns of the results table shown in the model zoo, as the benchmark names them.
 COLUMNS = ("LiteRT fp32 1T", "LiteRT fp32 2T", "LiteRT int8 2T", "ORT fp32 2T")
 
@@ -74,15 +79,20 @@ def measured_latency_table() -> str:
     return "\n".join(out)
 
 
+def benchmark_file(name: str) -> str:
+    """benchmarks/`name` one heading level down, or what writes it when it is absent."""
+    path = ROOT / "benchmarks" / name
+    if not path.exists():
+        script = WRITERS.get(name, name.removesuffix(".md") + ".py")
+        return (f"No benchmark has written `benchmarks/{name}` in this checkout yet: "
+                f"`python benchmarks/{script}` does.")
+    text = path.read_text(encoding="utf-8")
+    return re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.MULTILINE)  # under the page's title
+
+
 def benchmark_results() -> str:
     """benchmarks/results.md one heading level down, then the plot."""
-    if not RESULTS.exists():
-        return (
-            "No benchmark has been run in this checkout yet: `python benchmarks/latency.py` "
-            "writes the results and the plot that this page shows."
-        )
-    text = RESULTS.read_text(encoding="utf-8")
-    text = re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.MULTILINE)  # under this page's title
+    text = benchmark_file(RESULTS.name)
     if PLOT.exists():
         text += (
             "\n\n## Latency against accuracy\n\n"
@@ -96,4 +106,4 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(MARKER, measured_latency_table())
     if RESULTS_MARKER in markdown:
         markdown = markdown.replace(RESULTS_MARKER, benchmark_results())
-    return markdown
+    return FILE_MARKER.sub(lambda match: benchmark_file(match[1]), markdown)
