@@ -98,7 +98,7 @@ def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bo
         convert_variables_to_constants_v2,
     )
 
-    from keras_lcnet.deploy.onnx_passes import transpose_input
+    from keras_lcnet.deploy.onnx_passes import channels_last_input, fold_input_scale
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(
@@ -133,10 +133,10 @@ def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bo
             )
     finally:
         logger.setLevel(level)
-    proto = optimize(proto)
+    proto = fold_input_scale(optimize(proto))
     if not nchw_input:
-        proto = transpose_input(proto)
-        onnx.checker.check_model(proto)
+        proto = channels_last_input(proto)
+    onnx.checker.check_model(proto)
     return proto
 
 
