@@ -27,7 +27,8 @@ the repository root:
     python benchmarks/onnx_vs_paddle2onnx.py /tmp/p2o/inference.onnx --variant x1_0
 
 `--extra NAME=PATH` adds other ONNX files (such as an export by an older
-version) to the same interleaved runs.
+version) to the same interleaved runs. Each line gives every model's median
+and its ratio to paddle2onnx's median (and of the minimums).
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ def main() -> None:
                 before = load_average()
                 runners = {key: Runtime(path, threads) for key, path in paths.items()}
                 results = interleave(runners, args.rounds, block=5, warmup=10)
-                base = results["paddle2onnx"].median_ms
-                ratios = ", ".join(f"{key} {r.median_ms:.3f} ms ({r.median_ms / base:.3f}x)"
-                                   for key, r in results.items())
+                base = results["paddle2onnx"]
+                ratios = ", ".join(
+                    f"{key} {r.median_ms:.3f} ms ({r.median_ms / base.median_ms:.3f}x, "
+                    f"min {r.min_ms / base.min_ms:.3f}x)" for key, r in results.items())
                 print(f"{threads}T #{repeat + 1} [load {before} -> {load_average()}]: {ratios}")
 
 

@@ -18,7 +18,7 @@ onnxscript, from the [export] extra).
 
 The first two exist for onnxruntime's sake: paddle2onnx's graph of the same
 network (NCHW input, normalized outside) starts with the convolution, and
-the Transpose, Sub and Mul in front of ours cost 2-3% of PP-LCNet x1_0's
+the Transpose, Sub and Mul in front of ours cost about 2% of PP-LCNet x1_0's
 run time (docs/deployment.md, "ONNX").
 """
 
