@@ -157,11 +157,14 @@ class OnnxAudit:
         ops: Count of each op type.
         opset: The default-domain opset.
         max_transposes: How many `Transpose` nodes are acceptable.
+        input_ops: The op types from the input to the first `Conv`, that one
+            included (only as far as each output has a single reader).
     """
 
     ops: dict[str, int]
     opset: int
     max_transposes: int = 1
+    input_ops: tuple[str, ...] = ()
 
     @property
     def failures(self) -> list[str]:
@@ -176,7 +179,20 @@ class OnnxAudit:
 
     def summary(self) -> str:
         ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.ops.items()))
-        return f"opset {self.opset}; ops: {ops}"
+        head = f"; input: {' -> '.join(self.input_ops)}" if self.input_ops else ""
+        return f"opset {self.opset}; ops: {ops}{head}"
+
+
+def _onnx_input_ops(graph) -> tuple[str, ...]:
+    """The op types from the graph's first input to its first `Conv`, through single readers."""
+    ops, current = [], graph.input[0].name
+    while not ops or ops[-1] != "Conv":
+        readers = [node for node in graph.node if current in node.input]
+        if len(readers) != 1:
+            break
+        ops.append(readers[0].op_type)
+        current = readers[0].output[0]
+    return tuple(ops)
 
 
 def audit_onnx(model, max_transposes: int = 1) -> OnnxAudit:
@@ -196,7 +212,7 @@ def audit_onnx(model, max_transposes: int = 1) -> OnnxAudit:
         model = onnx.load(os.fspath(model))
     counts = collections.Counter(node.op_type for node in model.graph.node)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return OnnxAudit(dict(counts), opset, max_transposes)
+    return OnnxAudit(dict(counts), opset, max_transposes, _onnx_input_ops(model.graph))
 
 
 # What the CPU plugin may compute convolutions in, per `export_openvino` precision.

@@ -5,8 +5,10 @@ tf2onnx converts the TensorFlow graph node by node: batch norm arrives as
 strided convolutions keep their explicit `Pad`. onnxscript's rewriter fuses
 the hard activations into ONNX's `HardSigmoid` and `HardSwish`, checking every
 constant; onnxslim folds the pads and batch norm into `Conv`. tf2onnx's
-`inputs_as_nchw` leaves no layout Transpose; for NHWC input one goes in front
-of the graph (`onnx_passes.transpose_input` says why there).
+`inputs_as_nchw` leaves no layout Transpose. The in-graph normalization's
+scale then goes into the first `Conv` (`onnx_passes.fold_input_scale`), and
+NHWC input reaches that `Conv` through a `Reshape` instead of a Transpose
+(`onnx_passes.channels_last_input`).
 """
 
 from __future__ import annotations
@@ -74,16 +76,16 @@ def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bo
     A PP-LCNetV2 in branch form is folded first (`verify.deploy_form`).
     The model's forward pass is traced and frozen, converted by tf2onnx
     (under `_scalar_add_fix`) with an NCHW input, cleaned up by `optimize`,
-    and, unless `nchw_input`, given its NHWC input back through one leading
-    Transpose.
+    its input normalization's scale folded into the first `Conv`
+    (`onnx_passes.fold_input_scale`) and, unless `nchw_input`, given its
+    NHWC input back (`onnx_passes.channels_last_input`).
 
     Args:
         model: A Keras model.
         input_shape: Fully static input shape, batch included, in the model's
             own (NHWC) layout.
         opset: ONNX opset, `MIN_OPSET` to `MAX_OPSET`.
-        nchw_input: Whether the ONNX model takes NCHW images, which leaves no
-            Transpose in the graph.
+        nchw_input: Whether the ONNX model takes NCHW images.
 
     Returns:
         An `onnx.ModelProto` with input `"images"` and output `"outputs"`.
@@ -98,7 +100,7 @@ def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bo
         convert_variables_to_constants_v2,
     )
 
-    from keras_lcnet.deploy.onnx_passes import transpose_input
+    from keras_lcnet.deploy.onnx_passes import channels_last_input, fold_input_scale
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(
@@ -133,10 +135,10 @@ def convert(model, input_shape: tuple[int, ...], opset: int = 17, nchw_input: bo
             )
     finally:
         logger.setLevel(level)
-    proto = optimize(proto)
+    proto = fold_input_scale(optimize(proto))
     if not nchw_input:
-        proto = transpose_input(proto)
-        onnx.checker.check_model(proto)
+        proto = channels_last_input(proto)
+    onnx.checker.check_model(proto)
     return proto
 
 
@@ -180,8 +182,10 @@ def export_onnx(
 
     The graph is cleaned up after tf2onnx (see `optimize`):
     batch norm and padding folded into `Conv`, h-swish and hard-sigmoid as
-    native `HardSwish` / `HardSigmoid(alpha=1/6)`, one `Transpose` from the
-    NHWC input (none with `nchw_input=True`). A PP-LCNetV2 in branch form
+    native `HardSwish` / `HardSigmoid(alpha=1/6)`, the normalization's scale
+    in the first convolution's weights, and the NHWC input read by that
+    convolution without a `Transpose` (see `onnx_passes.channels_last_input`;
+    other first layers keep one). A PP-LCNetV2 in branch form
     is folded first (`keras_lcnet.reparameterize`). It must match Keras within
     `FLOAT32_TOLERANCE`.
 
