@@ -671,6 +671,9 @@ def _export_format(args: argparse.Namespace) -> str:
                          "are float32.")
     if fmt != "onnx" and (args.opset is not None or args.nchw_input):
         raise ValueError("--opset and --nchw-input apply to ONNX exports.")
+    if args.int8_hard_swish and (fmt != "litert" or args.quantize != "int8"):
+        raise ValueError("--int8-hard-swish applies to LiteRT int8 exports (*.tflite with "
+                         "--quantize int8).")
     _check_openvino_flags(args, fmt)
     if "int8" in (args.quantize, args.precision) and not args.calibration_dir:
         flag = "--quantize" if args.quantize else "--precision"
@@ -706,7 +709,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if fmt == "litert":
         report = export_litert(model, args.output, quantize=args.quantize,
                                calibration=args.calibration_dir, uint8_input=args.uint8_input,
-                               **common)
+                               int8_hard_swish=args.int8_hard_swish or "xnnpack", **common)
     elif fmt == "openvino":
         report = export_openvino(model, args.output, precision=args.precision or "f32",
                                  calibration=args.calibration_dir, **common)
@@ -953,6 +956,9 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
                    "--precision int8)")
     p.add_argument("--uint8-input", action="store_true",
                    help="int8 model taking uint8 pixels (raw camera frames)")
+    p.add_argument("--int8-hard-swish", choices=("xnnpack", "native"), default=None,
+                   help="LiteRT int8 h-swish: xnnpack (default; int8 ADD/MUL, one XNNPACK "
+                   "partition) or native (int8 HARD_SWISH: closer to float, not delegated)")
     p.add_argument("--precision", choices=("f32", "bf16", "int8"), default=None,
                    help="OpenVINO precision (default f32): bf16 needs a CPU with AVX512_BF16 "
                    "or AMX; int8 is NNCF quantization on --calibration-dir")

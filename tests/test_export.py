@@ -20,6 +20,7 @@ from keras_lcnet.deploy import (
     static_input_shape,
 )
 from keras_lcnet.deploy import onnx as onnx_export
+from keras_lcnet.deploy.audit import audit_litert
 from keras_lcnet.deploy.runtime import Runtime
 from keras_lcnet.deploy.verify import check_output_path
 from keras_lcnet.model import PPLCNet
@@ -272,6 +273,16 @@ def test_cli_export_int8_outputs_logits(tmp_path, capsys):
                  str(IMAGES_DIR), "--image-size", "128"]) == 0
     out = capsys.readouterr().out
     assert "logits" in out and "LiteRT int8" in out and "[1, 128, 128, 3]" in out
+    assert "HARD_SWISH" not in audit_litert(path).ops  # the XNNPACK-friendly h-swish
+
+
+@pytest.mark.slow
+def test_cli_export_int8_native_hard_swish(tmp_path, capsys):
+    path = tmp_path / "native.tflite"
+    assert main(["export", "--variant", "x0_25", "--weights", str(CHECKPOINT), "--classes", "8",
+                 "--output", str(path), "--quantize", "int8", "--calibration-dir",
+                 str(IMAGES_DIR), "--image-size", "64", "--int8-hard-swish", "native"]) == 0
+    assert "HARD_SWISH" in audit_litert(path).ops
 
 
 @pytest.mark.parametrize(
@@ -281,6 +292,8 @@ def test_cli_export_int8_outputs_logits(tmp_path, capsys):
         (["--output", "m.onnx", "--quantize", "int8"], "apply to LiteRT"),
         (["--output", "m.tflite", "--nchw-input"], "apply to ONNX"),
         (["--output", "m.tflite", "--quantize", "int8"], "needs --calibration-dir"),
+        (["--output", "m.tflite", "--int8-hard-swish", "native"], "applies to LiteRT int8"),
+        (["--output", "m.xml", "--int8-hard-swish", "native"], "applies to LiteRT int8"),
         pytest.param(["--output", "m.onnx"], "failed verification", marks=pytest.mark.slow),
     ],
 )

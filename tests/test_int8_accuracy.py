@@ -72,6 +72,17 @@ def test_agreement_is_against_the_float_model(run):
     assert broken.agreement < 0.5 < exact.agreement  # shifted classes disagree with float
 
 
+def test_margins_are_the_float_top2_gaps_of_the_disagreeing_images(run):
+    _, rows, _, _ = run
+    by_name = {r.recipe: r for r in rows}
+    float_row, exact, broken = by_name["float (Keras)"], by_name["exact"], by_name["broken"]
+    assert exact.margins == ()
+    assert len(broken.margins) == round((1 - broken.agreement) * broken.samples)
+    assert list(broken.margins) == sorted(broken.margins)
+    assert len(float_row.margins) == float_row.samples and min(float_row.margins) >= 0
+    assert set(broken.margins) <= set(float_row.margins)  # the same images' float gaps
+
+
 def test_report_has_setup_and_one_table_line_per_row(run):
     bench, rows, _, _ = run
     settings = {"image_size": 32, "epochs": 1, "seed": 0, "calibration": 200,
@@ -135,6 +146,7 @@ def test_openvino_int8_keeps_full_bias_correction_and_min_max_ranges(monkeypatch
                                 classifier_activation=None)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     openvino._quantize(openvino.convert(model, (1, 32, 32, 3)), images, 1)
+    assert seen["preset"] == nncf.QuantizationPreset.MIXED  # asymmetric activations
     assert seen["fast_bias_correction"] is False
     ranges = seen["advanced_parameters"].activations_range_estimator_params
     assert ranges == RangeEstimatorParametersSet.MINMAX
