@@ -293,15 +293,12 @@ def _tables(table: list[Row]) -> list[str]:
 
 def _environment(args, loads, images: str) -> list[str]:
     import PIL.features
-    from latency import _versions, cpu_flags
+    from latency import _versions
 
     import keras_lcnet
+    from keras_lcnet.deploy.comparison import cpu_flags, describe_cpu_flags
     from keras_lcnet.deploy.latency import cpu_model
 
-    try:
-        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
     turbo = PIL.features.version("libjpeg_turbo") or "no"
     return [
         f"Measured by `benchmarks/folder_throughput.py` on {datetime.date.today().isoformat()}: "
@@ -309,7 +306,7 @@ def _environment(args, loads, images: str) -> list[str]:
         f"{platform.python_version()}; keras-lcnet from {pathlib.Path(keras_lcnet.__file__).parent}"
         f"; {_versions()}, Pillow {Image.__version__} "
         f"(libjpeg-turbo {turbo}).", "",
-        f"CPU flags (/proc/cpuinfo): {cpu_flags(cpuinfo)}.", "",
+        f"CPU flags (/proc/cpuinfo): {describe_cpu_flags(cpu_flags())}.", "",
         f"System load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in loads[0])}; "
         f"after: {', '.join(f'{v:.2f}' for v in loads[1])}.", "",
         f"{images}; batch {args.batch_size}; median of {args.rounds} interleaved rounds.", "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -70,3 +71,12 @@ def test_rows_take_medians_and_targets_compare_with_the_limits(bench):
     text = "\n".join(bench._tables(list(table.values())))
     assert "| PPLCNet_x1_0 | 2 | LiteRT | 3.00x | pass |" in text
     assert "| PPLCNet_x1_0 | 2 | ORT | 1.82x | FAIL |" in text
+
+
+def test_report_names_the_machine_and_holds_the_tables(bench, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports latency.py beside it
+    results = {1: _rates(keras=[(10, 20, 0.5)], litert=[(33, 40, 0.9)], ort=[(20, 30, 0.8)])}
+    args = SimpleNamespace(batch_size=32, rounds=1)
+    text = bench.report(args, results, [(0.5, 0.5, 0.5), (0.6, 0.5, 0.5)], "12 JPEGs")
+    assert "CPU flags (/proc/cpuinfo): " in text and "load average" in text
+    assert "| PPLCNet_x1_0 | 1 | LiteRT |" in text

@@ -73,9 +73,32 @@ def test_audit_flags_a_graph_that_runs_in_the_wrong_precision():
     quantized = {**ops, "FakeQuantize": 4}
     assert not OpenVINOAudit(quantized, "int8", {"u8": 2}, {"f32": 2}).failures
     assert OpenVINOAudit(quantized, "int8", {"u8": 1, "f32": 1}).failures
-    unfolded = OpenVINOAudit({**ops, "MVN": 3, "Transpose": 5, "Clamp": 2}, "f32", {"f32": 2})
+    unfolded = OpenVINOAudit({**ops, "MVN": 3, "Transpose": 5, "Clamp": 2}, "f32", {"f32": 2},
+                             decomposed_activations=2)
     assert len(unfolded.failures) == 3
     assert "nothing was quantized" in OpenVINOAudit(ops, "int8", {"u8": 2}).failures[0]
+
+
+def test_audit_tells_relu6_from_a_decomposed_hswish(tmp_path):
+    """MobileNetV2's ReLU6 is a Clamp too; only a Clamp of x + 3 betrays a decomposed h-swish."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from keras_lcnet.deploy.audit import audit_openvino
+
+    x = ops.parameter([1, 3, 8, 8], np.float32)
+    conv = ops.convolution(x, ops.constant(np.ones((4, 3, 1, 1), np.float32)), [1, 1],
+                           [0, 0], [0, 0], [1, 1])
+    relu6 = ops.clamp(conv, 0.0, 6.0)
+    shifted = ops.add(relu6, ops.constant(np.float32(3.0)))
+    gate = ops.clamp(shifted, 0.0, 6.0)  # relu6(x + 3), left unfused
+    ov.save_model(ov.Model([ops.multiply(relu6, gate)], [x]), tmp_path / "m.xml",
+                  compress_to_fp16=False)
+    audit = audit_openvino(tmp_path / "m.xml")
+    assert audit.ops["Clamp"] == 2 and audit.decomposed_activations == 1
+    assert len([f for f in audit.failures if "Clamp" in f]) == 1
+    ov.save_model(ov.Model([relu6], [x]), tmp_path / "relu6.xml", compress_to_fp16=False)
+    assert not audit_openvino(tmp_path / "relu6.xml").failures
 
 
 @pytest.mark.slow
