@@ -80,7 +80,7 @@ def test_audit_flags_a_graph_that_runs_in_the_wrong_precision():
 
 
 def test_audit_tells_relu6_from_a_decomposed_hswish(tmp_path):
-    """MobileNetV2's ReLU6 is a Clamp too; only a Clamp of x + 3 betrays a decomposed h-swish."""
+    """MobileNetV2's ReLU6 (after a bias Add) is a Clamp too; only relu6(x + 3) is an h-swish's."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -89,7 +89,8 @@ def test_audit_tells_relu6_from_a_decomposed_hswish(tmp_path):
     x = ops.parameter([1, 3, 8, 8], np.float32)
     conv = ops.convolution(x, ops.constant(np.ones((4, 3, 1, 1), np.float32)), [1, 1],
                            [0, 0], [0, 0], [1, 1])
-    relu6 = ops.clamp(conv, 0.0, 6.0)
+    bias = ops.add(conv, ops.constant(np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1)))
+    relu6 = ops.clamp(bias, 0.0, 6.0)  # a folded batch norm's bias, then ReLU6
     shifted = ops.add(relu6, ops.constant(np.float32(3.0)))
     gate = ops.clamp(shifted, 0.0, 6.0)  # relu6(x + 3), left unfused
     ov.save_model(ov.Model([ops.multiply(relu6, gate)], [x]), tmp_path / "m.xml",

@@ -7,6 +7,8 @@ import collections
 import dataclasses
 import os
 
+import numpy as np
+
 # Type conversions at the graph boundary (uint8 camera frames in, float scores
 # out) that XNNPACK leaves to the builtin kernels; they do not split the graph.
 BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -238,9 +240,10 @@ class OpenVINOAudit:
         pooled_conv_precisions: The same for convolutions of pooled (1x1)
             inputs, which int8 IRs may keep in float.
         max_transposes: How many `Transpose` ops are acceptable.
-        decomposed_activations: `Clamp` ops fed by an `Add`: an h-swish or
-            hard sigmoid spelled `relu6(x + 3)` instead of a native `HSwish`
-            / `HSigmoid`. A `Clamp` of another input is a ReLU6 (MobileNetV2).
+        decomposed_activations: `Clamp` ops of `x + 3`: an h-swish or hard
+            sigmoid spelled `relu6(x + 3)` instead of a native `HSwish` /
+            `HSigmoid`. Other `Clamp`s are ReLU6s (MobileNetV2's, after a
+            convolution's bias `Add`).
     """
 
     ops: dict[str, int]
@@ -286,6 +289,18 @@ class OpenVINOAudit:
                 f"{listed(self.pooled_conv_precisions)}")
 
 
+def _adds_three(node) -> bool:
+    """Whether an OpenVINO node is `x + 3` (a folded batch norm's bias `Add` is not)."""
+    if node.get_type_name() != "Add":
+        return False
+    for value in node.input_values():
+        source = value.get_node()
+        if source.get_type_name() == "Constant":
+            data = source.get_data()
+            return data.size > 0 and bool(np.all(data == 3.0))
+    return False
+
+
 def audit_openvino(model: str | os.PathLike, max_transposes: int = 1) -> OpenVINOAudit:
     """Counts the op types of an OpenVINO IR and compiles it to see what its convolutions run in.
 
@@ -310,8 +325,7 @@ def audit_openvino(model: str | os.PathLike, max_transposes: int = 1) -> OpenVIN
     structural = ("Constant", "Parameter", "Result")
     ops = collections.Counter(
         op.get_type_name() for op in ir.get_ordered_ops() if op.get_type_name() not in structural)
-    decomposed = sum(op.get_type_name() == "Clamp"
-                     and op.input_value(0).get_node().get_type_name() == "Add"
+    decomposed = sum(op.get_type_name() == "Clamp" and _adds_three(op.input_value(0).get_node())
                      for op in ir.get_ordered_ops())
     precision = openvino_precision(ir)
     compiled = core.compile_model(ir, "CPU", openvino_config(precision, 1))
