@@ -3,6 +3,8 @@ transformers-named copies of the fixtures and seeded file mutations for fuzz tes
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -12,6 +14,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from types import ModuleType
 
 import numpy as np
 
@@ -314,3 +317,19 @@ def checkpoint_error_on_backend(source, pixels, expected, backend: str, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     return float(line.split()[1])
+
+
+@contextlib.contextmanager
+def script_module(path: pathlib.Path, name: str) -> Iterator[ModuleType]:
+    """A script (benchmarks/, examples/) imported as module `name` while in use.
+
+    It is registered in `sys.modules` meanwhile: its dataclasses look their module up there.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]

@@ -7,26 +7,20 @@ the tests check how the script reads them, never how fast anything runs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 from types import SimpleNamespace
 
 import pytest
+from helpers import script_module
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "latency.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("latency_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with script_module(SCRIPT, "latency_benchmark") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def _results(medians: dict) -> dict:

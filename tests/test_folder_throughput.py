@@ -6,12 +6,11 @@ script reads them, never how fast anything runs.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-import sys
 from types import SimpleNamespace
 
 import pytest
+from helpers import script_module
 from PIL import Image
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "folder_throughput.py"
@@ -19,14 +18,8 @@ SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "folder_throughput.p
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("folder_throughput_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with script_module(SCRIPT, "folder_throughput_benchmark") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_jpegs_are_the_same_every_run_and_of_mixed_sizes(bench, tmp_path):
