@@ -216,10 +216,10 @@ def fold_input_scale(proto: onnx.ModelProto) -> onnx.ModelProto:
     elif np.any(shift):
         head = [onnx.helper.make_node("Add", [source, "input_shift"], [source + "_shifted"])]
         source = head[0].output[0]
-    initializers = {"input_shift": shift.astype(np.float32).reshape(1, -1, 1, 1),
-                    "first_conv_weight": weights.astype(np.float32),
+    initializers = {"first_conv_weight": weights.astype(np.float32),
                     "first_conv_bias": np.asarray(bias, np.float32)}
-    initializers = {k: v for k, v in initializers.items() if k != "input_shift" or head}
+    if head:
+        initializers["input_shift"] = shift.astype(np.float32).reshape(1, -1, 1, 1)
     _replace_head(graph, chain, conv, head, [source, "first_conv_weight", "first_conv_bias"],
                   initializers)
     return proto
